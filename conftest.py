@@ -1,0 +1,13 @@
+"""Test-run settings shared by the unit tests and nbval over the notebooks.
+
+The notebooks resolve their endpoint from the environment; under test they must always talk to the
+embedded simulator, on a faster clock, so a user's `QWEN_BASE_URL` never leaks into the suite.
+"""
+
+import os
+
+for _name in ("QWEN_BASE_URL", "OPENAI_BASE_URL", "QWEN_API_KEY", "OPENAI_API_KEY", "QWEN_MODEL"):
+    os.environ.pop(_name, None)
+os.environ.setdefault("QWEN_SIM_TIME_SCALE", "10")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TQDM_DISABLE", "0")
