@@ -1,0 +1,67 @@
+"""Committed notebooks and data: run top to bottom, no stray errors, nothing private in them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+DATA_FILES = sorted(
+    p
+    for p in (ROOT / "data").rglob("*")
+    if p.is_file() and p.suffix in {".json", ".jsonl", ".csv", ".txt", ".md"} and "runs" not in p.parts
+)
+
+SECRET_PATTERNS = {
+    "OpenAI-style key": re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
+    "bearer token": re.compile(r"Bearer\s+[A-Za-z0-9._\-]{8,}"),
+    "HuggingFace token": re.compile(r"hf_[A-Za-z0-9]{20,}"),
+    "absolute local path": re.compile(
+        r"(/root/|/home/[\w.-]+/|/Users/[\w.-]+/|/tmp/ipykernel|[A-Z]:\\\\Users)"
+    ),
+}
+
+
+def find_private(text: str) -> list[str]:
+    """Names of the private things found in ``text``."""
+    return [name for name, pattern in SECRET_PATTERNS.items() if pattern.search(text)]
+
+
+def test_scanner_catches_what_it_is_meant_to():
+    assert find_private("key=sk-test-1234567890abcdef") == ["OpenAI-style key"]
+    assert find_private("Authorization: Bearer abcdefgh12345") == ["bearer token"]
+    assert find_private("File /root/work/x.py, line 3") == ["absolute local path"]
+    assert find_private("/home/alice/notebooks") == ["absolute local path"]
+    assert find_private("api_key=SecretStr('**********') at http://127.0.0.1:8000/v1") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_ran_top_to_bottom_without_stray_errors(path: Path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code" and "".join(c["source"])]
+    counts = [c.get("execution_count") for c in code]
+    assert counts == list(range(1, len(code) + 1)), "re-run the notebook top to bottom in a fresh kernel"
+    for cell in code:
+        source = "".join(cell["source"])
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "error":
+                assert "NBVAL_RAISES_EXCEPTION" in source, f"unexpected {output['ename']} in:\n{source}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_outputs_hold_nothing_private(path: Path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            found = find_private(json.dumps(output, ensure_ascii=False))
+            assert not found, f"{path.name}: output contains a {found[0]}"
+
+
+@pytest.mark.parametrize("path", DATA_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_data_files_hold_nothing_private(path: Path):
+    found = find_private(path.read_text(encoding="utf-8", errors="replace"))
+    assert not found, f"{path.relative_to(ROOT)} contains a {found[0]}"
