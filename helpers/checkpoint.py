@@ -1,0 +1,90 @@
+"""Append outcomes to a JSONL file as they finish, and resume a batch from it.
+
+``amap(..., checkpoint="data/run.jsonl")`` uses this: every finished outcome (success or
+failure) is appended as one JSON line and flushed at once, so a crash, a kernel restart or an
+interrupt loses at most the prompts in flight. On a re-run, prompts whose *successful* outcome is
+already in the file for the same index and the same prompt text are loaded instead of sent again;
+failed and unfinished ones are sent again. Use one file per batch: the file does not record which
+model or settings produced an answer.
+
+Example::
+
+    store = Checkpoint("data/run.jsonl")
+    done = store.load_successes(prompts)     # {index: Outcome} for prompts already answered
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from helpers.outcomes import Outcome
+
+
+class Checkpoint:
+    """A JSONL file of outcomes: one JSON object per line, appended as outcomes finish."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.suffix != ".jsonl":
+            raise ValueError(
+                f"checkpoint must be a .jsonl file path such as 'data/run.jsonl', got {str(path)!r}."
+            )
+        self._file: IO[str] | None = None
+
+    def load_successes(self, prompts: Sequence[str]) -> dict[int, Outcome]:
+        """Successful outcomes in the file that match ``prompts`` by index and prompt text.
+
+        A line that cannot be parsed (a write cut by a crash) is skipped with a warning; a
+        later line for the same index replaces an earlier one.
+        """
+        if not self.path.exists():
+            return {}
+        latest: dict[int, Outcome] = {}
+        skipped = 0
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    outcome = Outcome.from_json_dict(json.loads(line))
+                except (ValueError, TypeError):
+                    skipped += 1
+                    continue
+                latest[outcome.index] = outcome
+        if skipped:
+            warnings.warn(
+                f"{self.path}: skipped {skipped} unreadable line(s), probably a write cut by a "
+                "crash; those prompts will be sent again.",
+                stacklevel=2,
+            )
+        resumed = {}
+        for index, outcome in latest.items():
+            if outcome.ok and 0 <= index < len(prompts) and prompts[index] == outcome.prompt:
+                outcome.from_checkpoint = True
+                resumed[index] = outcome
+        return resumed
+
+    def append(self, outcome: Outcome) -> None:
+        """Write one outcome as a JSON line and flush it to the OS."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+            if self._file.tell() > 0 and not self._ends_with_newline():
+                self._file.write("\n")  # end a line cut by a crash before appending after it
+        self._file.write(json.dumps(outcome.to_json_dict(), ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as raw:
+            raw.seek(-1, 2)
+            return raw.read(1) == b"\n"
+
+    def close(self) -> None:
+        """Close the file (amap does this when the batch ends, however it ends)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
