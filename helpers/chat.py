@@ -255,6 +255,8 @@ def make_chat_model(
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
+    if streaming:  # passing streaming=False explicitly would make .stream() fall back to invoke
+        kwargs["streaming"] = True
     endpoint = endpoint or resolve_endpoint()
     default_temperature, default_top_p = RECOMMENDED_SAMPLING[thinking is not False]
     return ReasoningChatOpenAI(
@@ -266,7 +268,6 @@ def make_chat_model(
         max_tokens=max_tokens,
         timeout=httpx.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT_S)),
         max_retries=max_retries,
-        streaming=streaming,
         stream_usage=True,
         # httpx's read timeout already bounds the gap between chunks (vLLM sends no keep-alives);
         # langchain's extra per-chunk timer would cost a task per token.

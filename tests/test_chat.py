@@ -1,0 +1,203 @@
+"""helpers.chat against the real vLLM 0.32 transcripts (replayed) and against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_openai import ChatOpenAI
+from langchain_openai._compat import httpx
+from test_transcripts_decode import load_transcript, replay_transport
+
+from helpers.chat import REASONING_KEY, ReasoningChatOpenAI, make_chat_model, thinking_extra_body
+from helpers.endpoint import Endpoint
+
+MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test-123")
+
+
+def replayed(name: str, seen: list[dict] | None = None, **kwargs) -> ReasoningChatOpenAI:
+    """Our model, answering every request with one transcript."""
+    return make_chat_model(
+        endpoint=MOCK,
+        http_client=httpx.Client(transport=replay_transport(name, seen)),
+        http_async_client=httpx.AsyncClient(transport=replay_transport(name, seen)),
+        max_retries=0,
+        **kwargs,
+    )
+
+
+def plain_replayed(name: str) -> ChatOpenAI:
+    return ChatOpenAI(
+        model="Qwen-0.6B",
+        base_url=MOCK.base_url,
+        api_key="EMPTY",
+        http_client=httpx.Client(transport=replay_transport(name)),
+        http_async_client=httpx.AsyncClient(transport=replay_transport(name)),
+        max_retries=0,
+    )
+
+
+def transcript_message(name: str) -> dict:
+    return load_transcript(name).json()["choices"][0]["message"]
+
+
+# --- what the notebooks teach: plain ChatOpenAI drops the reasoning, ours keeps it --------------
+
+
+def test_plain_chatopenai_drops_the_reasoning() -> None:
+    expected = transcript_message("qwen3-parser-chat-thinking")["reasoning"]
+    reply = plain_replayed("qwen3-parser-chat-thinking").invoke("你是谁?")
+    assert expected not in str(reply.additional_kwargs)
+    assert "reasoning_content" not in reply.additional_kwargs
+    chunks = list(plain_replayed("qwen3-parser-stream-thinking-usage").stream("你是谁?"))
+    assert not any(chunk.additional_kwargs for chunk in chunks)
+
+
+def test_ours_keeps_the_reasoning() -> None:
+    message = transcript_message("qwen3-parser-chat-thinking")
+    reply = replayed("qwen3-parser-chat-thinking").invoke("你是谁?")
+    assert reply.additional_kwargs[REASONING_KEY] == message["reasoning"]
+    assert reply.content == message["content"]
+    assert reply.usage_metadata["output_token_details"] == {"reasoning": 13}
+
+
+@pytest.mark.parametrize("parser", ["qwen3-parser", "deepseek-r1-parser"])
+async def test_every_call_style_keeps_the_reasoning(parser: str) -> None:
+    message = transcript_message(f"{parser}-chat-thinking")
+    model = replayed(f"{parser}-chat-thinking")
+    replies = [
+        model.invoke("q"),
+        await model.ainvoke("q"),
+        *model.batch(["q", "q"]),
+        *(await model.abatch(["q", "q"], config={"max_concurrency": 2})),
+    ]
+    for reply in replies:
+        assert isinstance(reply, AIMessage)
+        assert reply.additional_kwargs[REASONING_KEY] == message["reasoning"]
+        assert reply.content == message["content"]
+
+
+@pytest.mark.parametrize("parser", ["qwen3-parser", "deepseek-r1-parser"])
+async def test_every_streamed_chunk_carries_reasoning_content(parser: str) -> None:
+    events = load_transcript(f"{parser}-stream-thinking-usage").sse_events()
+    deltas = [c["delta"] for e in events for c in e.get("choices", [])]
+    reasoning = "".join(d.get("reasoning") or "" for d in deltas)
+    answer = "".join(d.get("content") or "" for d in deltas)
+    model = replayed(f"{parser}-stream-thinking-usage")
+    for chunks in (list(model.stream("q")), [c async for c in model.astream("q")]):
+        assert all(REASONING_KEY in chunk.additional_kwargs for chunk in chunks)
+        merged = sum(chunks[1:], chunks[0])
+        assert isinstance(merged, AIMessageChunk)
+        assert merged.additional_kwargs[REASONING_KEY] == reasoning
+        assert merged.content == answer
+        assert merged.usage_metadata["output_tokens"] == 40
+
+
+async def test_streaming_true_makes_invoke_stream_and_still_split() -> None:
+    seen: list[dict] = []
+    model = replayed("qwen3-parser-stream-thinking-usage", seen, streaming=True)
+    reply = await model.ainvoke("q")
+    assert seen[0]["stream"] is True and seen[0]["stream_options"] == {"include_usage": True}
+    assert reply.additional_kwargs[REASONING_KEY] == " learnsN��edick�}�~本�"
+    assert reply.usage_metadata["total_tokens"] == 58
+
+
+def test_inline_think_block_of_a_server_without_parser() -> None:
+    body = load_transcript("no-parser-stream-thinking-usage").sse_events()
+    # put the opening tag where real Qwen3 writes it, split across two chunks
+    body[1]["choices"][0]["delta"]["content"] = "<th"
+    body[2]["choices"][0]["delta"]["content"] = "ink>\n"
+    sse = "".join(f"data: {__import__('json').dumps(e)}\n\n" for e in body) + "data: [DONE]\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse)
+
+    model = make_chat_model(endpoint=MOCK, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    chunks = list(model.stream("q"))
+    merged = sum(chunks[1:], chunks[0])
+    assert merged.additional_kwargs[REASONING_KEY] == "\n learnsN��edick�}�~本�"
+    assert merged.content.startswith("-��\t什")
+    assert "<think>" not in merged.content and "<th" not in merged.additional_kwargs[REASONING_KEY]
+
+
+def test_cut_inside_thinking_gives_empty_content() -> None:
+    reply = replayed("qwen3-parser-chat-seed-style-extra-body").invoke("q")
+    assert reply.content == ""
+    assert reply.additional_kwargs[REASONING_KEY]
+    assert reply.response_metadata["finish_reason"] == "length"
+
+
+# --- the request: thinking switch, sampling, key -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("thinking", "expected"),
+    [(True, {"enable_thinking": True}), (False, {"enable_thinking": False}), (None, None)],
+)
+def test_thinking_switch_is_chat_template_kwargs(thinking: bool | None, expected) -> None:
+    seen: list[dict] = []
+    replayed("qwen3-parser-chat-no-thinking", seen, thinking=thinking).invoke("q")
+    assert seen[0].get("chat_template_kwargs") == expected
+    assert "enable_thinking" not in seen[0]  # never the DashScope-style top-level flag
+
+
+def test_extra_body_is_merged_not_replaced() -> None:
+    body = thinking_extra_body(False, {"top_k": 20, "chat_template_kwargs": {"x": 1}})
+    assert body == {"top_k": 20, "chat_template_kwargs": {"x": 1, "enable_thinking": False}}
+    seen: list[dict] = []
+    replayed("qwen3-parser-chat-no-thinking", seen, thinking=False, extra_body={"top_k": 20}).invoke("q")
+    assert seen[0]["top_k"] == 20 and seen[0]["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_recommended_sampling_per_mode_and_overrides() -> None:
+    for thinking, (temperature, top_p) in [(True, (0.6, 0.95)), (False, (0.7, 0.8))]:
+        seen: list[dict] = []
+        replayed("qwen3-parser-chat-no-thinking", seen, thinking=thinking).invoke("q")
+        assert (seen[0]["temperature"], seen[0]["top_p"]) == (temperature, top_p)
+    seen = []
+    replayed("qwen3-parser-chat-no-thinking", seen, temperature=0.0, max_tokens=8).invoke("q")
+    assert seen[0]["temperature"] == 0.0 and seen[0]["max_completion_tokens"] == 8
+
+
+def test_timeouts_and_retries_reach_the_client() -> None:
+    model = make_chat_model(endpoint=MOCK, timeout=30, max_retries=5)
+    assert model.root_client.max_retries == 5
+    assert model.root_client.timeout.read == 30 and model.root_client.timeout.connect == 10
+    assert model.stream_usage is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"timeout": 0}, "timeout"), ({"timeout": -1}, "timeout"), ({"max_retries": -1}, "retries")],
+)
+def test_bad_arguments_are_refused(kwargs: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        make_chat_model(endpoint=MOCK, **kwargs)
+
+
+def test_api_key_is_sent_but_never_shown() -> None:
+    seen_auth: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen_auth.append(request.headers["authorization"])
+        body = load_transcript("qwen3-parser-chat-no-thinking").body
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=body)
+
+    model = make_chat_model(endpoint=MOCK, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    model.invoke("q")
+    assert seen_auth == ["Bearer sk-test-123"]
+    assert "sk-test-123" not in repr(model) and "sk-test-123" not in str(model)
+    assert "sk-test-123" not in repr(MOCK) and "sk-test-123" not in str(MOCK)
+
+
+def test_loop_local_client_outside_a_loop_is_the_template() -> None:
+    model = make_chat_model(endpoint=MOCK)
+    assert "per event loop" in repr(model.root_async_client)
+    assert model.root_async_client.base_url == model.root_client.base_url
+
+    async def client_in_loop():
+        return model.root_async_client.current()
+
+    first, second = asyncio.run(client_in_loop()), asyncio.run(client_in_loop())
+    assert first is not second  # each loop gets its own client
