@@ -6,10 +6,13 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from helpers.loop import explain_running_loop_error, in_notebook, run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(source: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -19,6 +22,7 @@ def run_script(source: str, timeout: float = 60) -> subprocess.CompletedProcess[
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=REPO_ROOT,  # so that `import helpers` works whether or not the package is installed
     )
 
 

@@ -1,0 +1,501 @@
+"""Send many prompts through a LangChain chat model, at most ``concurrency`` at a time, losing none.
+
+``amap`` returns one :class:`~helpers.outcomes.Outcome` per prompt, in input order: the answer
+(and reasoning) or the error that ended it. Around each request it adds what LangChain's
+``abatch`` does not: a per-request timeout, retries of transient errors only (connection
+reset/refused, timeouts, 429 honouring ``Retry-After``, 5xx, a stream cut mid-way) with
+exponential backoff and jitter, a progress bar with ok/failed/retries counts, an optional JSONL
+checkpoint to resume from, and a clean cancellation that keeps the finished outcomes.
+
+Retries are counted honestly: for OpenAI-compatible models (``ChatOpenAI`` and subclasses such as
+``helpers.chat``'s model or ``ChatDeepSeek``) amap uses a copy of the model whose SDK client has
+``max_retries=0`` and its own connection pool, closed when the batch ends, so every request sent
+is one attempt here. Any other LangChain chat model works too, but its own internal retries are
+invisible to amap: construct it with ``max_retries=0`` (a warning says so).
+
+Cancellation: if the task running ``amap`` is cancelled (``task.cancel()``, the notebook's
+interrupt button on a cell that awaits it, Ctrl-C through :func:`map_prompts`), in-flight requests
+are cancelled and their connections closed, then :class:`BatchCancelled` is raised. It is an
+``asyncio.CancelledError`` (so cancellation propagates as usual) carrying ``.outcomes``: every
+prompt, the finished ones as they were, the rest with ``error_type="Cancelled"``. On Python 3.11
+``asyncio.timeout()`` and ``TaskGroup`` compare the exception type exactly, so a deadline put
+around amap surfaces as ``BatchCancelled`` rather than ``TimeoutError``; use a checkpoint for long
+batches in any case.
+
+Example::
+
+    from helpers.concurrency import amap, summarize
+    outcomes = await amap(model, ["你好", "1+1=?"], concurrency=16, checkpoint="data/run.jsonl")
+    print(summarize(outcomes))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from tqdm.auto import tqdm
+
+from helpers.checkpoint import Checkpoint
+from helpers.loop import run
+from helpers.outcomes import CANCELLED, Outcome, outcomes_to_frame, summarize
+from helpers.retry import Backoff, IncompleteStream, RequestTimeout, classify, describe
+
+__all__ = [
+    "BatchCancelled",
+    "Outcome",
+    "abatch_as_completed_progress",
+    "abatch_limited",
+    "amap",
+    "map_prompts",
+    "outcomes_to_frame",
+    "summarize",
+]
+
+
+class BatchCancelled(asyncio.CancelledError):
+    """amap was cancelled; ``outcomes`` holds every prompt (unfinished: ``error_type="Cancelled"``)."""
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+        finished = sum(not outcome.cancelled for outcome in outcomes)
+        super().__init__(
+            f"batch cancelled: {finished} of {len(outcomes)} prompts finished. The finished "
+            "outcomes are in this exception's .outcomes (the others have error_type='Cancelled'); "
+            "with checkpoint=... a re-run sends only the unfinished prompts."
+        )
+
+
+def _checked_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(
+            "prompts must be a list of strings, got a single string; wrap it: amap(model, [prompt])."
+        )
+    try:
+        prompt_list = list(prompts)
+    except TypeError:
+        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}.") from None
+    for index, prompt in enumerate(prompt_list):
+        if not isinstance(prompt, str):
+            raise TypeError(
+                f"prompts[{index}] is {type(prompt).__name__} ({prompt!r:.60}), not str. Each prompt "
+                "is sent as one user message: convert it with str(...) or fix the input list."
+            )
+        if not prompt.strip():
+            raise ValueError(
+                f"prompts[{index}] is empty or only whitespace; remove it or give it some text "
+                "(the model would answer an empty message with noise)."
+            )
+    return prompt_list
+
+
+def _check_settings(concurrency: int, retries: int, timeout: float | None) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError(f"concurrency must be an int >= 1, got {concurrency!r}.")
+    if concurrency < 1:
+        raise ValueError(
+            f"concurrency must be >= 1 (requests in flight at once), got {concurrency}. "
+            "Use 1 to send the prompts one after another."
+        )
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise TypeError(f"retries must be an int >= 0, got {retries!r}.")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0 (0 turns retrying off), got {retries}.")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be seconds (a number > 0) or None, got {timeout!r}.")
+        if not timeout > 0:
+            raise ValueError(
+                f"timeout must be > 0 seconds per request, got {timeout}; use None for no limit."
+            )
+
+
+@asynccontextmanager
+async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> AsyncIterator[Runnable]:
+    """A copy of an OpenAI-compatible model with SDK retries off and its own connection pool.
+
+    The pool (``pool_size`` connections) is closed on exit, so no socket outlives the batch.
+    A model built with the user's own ``http_async_client`` keeps it (the user owns it).
+    Other models are returned unchanged.
+    """
+    chat_model = model.bound if isinstance(model, RunnableBinding) else model
+    root = getattr(chat_model, "root_async_client", None)
+    if root is None or not hasattr(root, "copy"):
+        if getattr(chat_model, "max_retries", None):
+            warnings.warn(
+                f"{type(chat_model).__name__} retries internally (max_retries="
+                f"{chat_model.max_retries}) where amap cannot count it; build it with "
+                "max_retries=0 so that amap's attempts and retries are the real ones.",
+                stacklevel=4,
+            )
+        yield model
+        return
+    import openai
+    from langchain_openai._compat import httpx  # the httpx flavour the openai SDK uses
+
+    own_pool = None
+    if getattr(chat_model, "http_async_client", None) is None:
+        limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        own_pool = openai.DefaultAsyncHttpxClient(limits=limits)
+        client = root.copy(max_retries=0, http_client=own_pool)
+    else:
+        client = root.copy(max_retries=0)
+    prepared = chat_model.model_copy(
+        update={
+            "root_async_client": client,
+            "async_client": client.chat.completions,
+            "max_retries": 0,
+        }
+    )
+    if isinstance(model, RunnableBinding):
+        prepared = model.model_copy(update={"bound": prepared})
+    try:
+        yield prepared
+    finally:
+        if own_pool is not None:
+            await own_pool.aclose()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(
+        block if isinstance(block, str) else str(block.get("text", ""))
+        for block in content
+        if isinstance(block, str) or block.get("type") == "text"
+    )
+
+
+def _reasoning(message: BaseMessage) -> str | None:
+    for key in ("reasoning_content", "reasoning"):
+        value = message.additional_kwargs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    if isinstance(message.content, list):
+        blocks = [
+            str(block.get("reasoning") or block.get("text") or "")
+            for block in message.content
+            if isinstance(block, dict) and block.get("type") in ("reasoning", "thinking")
+        ]
+        return "".join(blocks) or None
+    return None
+
+
+def _usage(message: BaseMessage) -> dict[str, int] | None:
+    metadata = getattr(message, "usage_metadata", None)
+    if not metadata:
+        return None
+    usage = {
+        "prompt_tokens": metadata.get("input_tokens"),
+        "completion_tokens": metadata.get("output_tokens"),
+        "reasoning_tokens": (metadata.get("output_token_details") or {}).get("reasoning"),
+    }
+    return {key: value for key, value in usage.items() if value is not None}
+
+
+def _finish_reason(message: BaseMessage) -> str | None:
+    metadata = message.response_metadata or {}
+    return metadata.get("finish_reason") or metadata.get("stop_reason")
+
+
+class _Batch:
+    """State of one amap call: outcomes so far, counters, progress bar, checkpoint."""
+
+    def __init__(
+        self,
+        prompts: list[str],
+        *,
+        retries: int,
+        timeout: float | None,
+        backoff: Backoff,
+        stream: bool,
+        config: RunnableConfig | None,
+        store: Checkpoint | None,
+    ) -> None:
+        self.prompts = prompts
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff
+        self.stream = stream
+        self.config = config
+        self.store = store
+        self.outcomes: list[Outcome | None] = [None] * len(prompts)
+        self.ok = self.failed = self.retried = 0
+        self.bar: Any = None
+        self.model: Runnable | None = None
+
+    async def _ask(self, prompt: str) -> BaseMessage:
+        """One attempt: a complete reply, or an exception (IncompleteStream for a cut stream)."""
+        assert self.model is not None
+        if self.stream:
+            kwargs = {"stream_usage": True} if hasattr(self.model, "stream_usage") else {}
+            reply = None
+            chunks = 0
+            async for chunk in self.model.astream(prompt, self.config, **kwargs):
+                reply = chunk if reply is None else reply + chunk
+                chunks += 1
+            if reply is None or not _finish_reason(reply):
+                raise IncompleteStream(
+                    f"the stream ended after {chunks} chunks without a finish_reason (cut "
+                    "mid-way); the partial answer was discarded"
+                )
+            return reply
+        reply = await self.model.ainvoke(prompt, self.config)
+        if getattr(self.model, "streaming", False) and not _finish_reason(reply):
+            raise IncompleteStream("the reply ended without a finish_reason (stream cut mid-way)")
+        return reply
+
+    async def _attempt(self, prompt: str) -> BaseMessage:
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                return await self._ask(prompt)
+        except TimeoutError:
+            if deadline.expired():
+                raise RequestTimeout(
+                    f"no complete reply within {self.timeout:g} s (amap's per-request timeout)"
+                ) from None
+            raise
+
+    async def _run_one(self, index: int) -> Outcome:
+        prompt = self.prompts[index]
+        started = time.perf_counter()
+        retried: list[str] = []
+        attempts = 0
+        try:
+            while True:
+                attempts += 1
+                try:
+                    reply = await self._attempt(prompt)
+                except Exception as exc:  # every error becomes this prompt's outcome
+                    verdict = classify(exc)
+                    if not verdict.retryable or attempts > self.retries:
+                        return Outcome(
+                            index=index,
+                            prompt=prompt,
+                            ok=False,
+                            error_type=type(exc).__name__,
+                            error=describe(exc),
+                            attempts=attempts,
+                            latency_s=time.perf_counter() - started,
+                            retried=retried,
+                        )
+                    retried.append(type(exc).__name__)
+                    self.retried += 1
+                    self._show_counts()
+                    await asyncio.sleep(self.backoff.delay(attempts, verdict.retry_after_s))
+                    continue
+                reasoning = _reasoning(reply) if isinstance(reply, BaseMessage) else None
+                return Outcome(
+                    index=index,
+                    prompt=prompt,
+                    ok=True,
+                    answer=_text(reply.content) if isinstance(reply, BaseMessage) else str(reply),
+                    reasoning=reasoning,
+                    attempts=attempts,
+                    latency_s=time.perf_counter() - started,
+                    usage=_usage(reply) if isinstance(reply, BaseMessage) else None,
+                    finish_reason=_finish_reason(reply) if isinstance(reply, BaseMessage) else None,
+                    retried=retried,
+                )
+        except asyncio.CancelledError:
+            self.outcomes[index] = Outcome(
+                index=index,
+                prompt=prompt,
+                ok=False,
+                error_type=CANCELLED,
+                error=f"cancelled while in flight (attempt {attempts})",
+                attempts=attempts,
+                latency_s=time.perf_counter() - started,
+                retried=retried,
+            )
+            raise
+
+    async def _worker(self, indices: Iterator[int]) -> None:
+        for index in indices:
+            outcome = await self._run_one(index)
+            self.outcomes[index] = outcome
+            if outcome.ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+            if self.store is not None:
+                self.store.append(outcome)
+            self.bar.update(1)
+            self._show_counts()
+
+    def _show_counts(self) -> None:
+        self.bar.set_postfix({"ok": self.ok, "failed": self.failed, "retries": self.retried}, refresh=False)
+
+    def _all_outcomes(self) -> list[Outcome]:
+        return [
+            outcome
+            or Outcome(
+                index=index,
+                prompt=prompt,
+                ok=False,
+                error_type=CANCELLED,
+                error="not sent: the batch was cancelled first",
+            )
+            for index, (outcome, prompt) in enumerate(zip(self.outcomes, self.prompts, strict=True))
+        ]
+
+    async def run(self, model: Runnable, concurrency: int, progress: bool) -> list[Outcome]:
+        if self.store is not None:
+            for index, outcome in self.store.load_successes(self.prompts).items():
+                self.outcomes[index] = outcome
+        todo = [index for index, outcome in enumerate(self.outcomes) if outcome is None]
+        self.ok = len(self.prompts) - len(todo)
+        self.bar = tqdm(
+            total=len(self.prompts), initial=self.ok, desc="amap", unit="prompt", disable=not progress
+        )
+        self._show_counts()
+        try:
+            async with _model_without_hidden_retries(model, concurrency) as self.model:
+                indices = iter(todo)
+                try:
+                    async with asyncio.TaskGroup() as workers:
+                        for _ in range(min(concurrency, len(todo))):
+                            workers.create_task(self._worker(indices))
+                except asyncio.CancelledError:
+                    raise BatchCancelled(self._all_outcomes()) from None
+        finally:
+            self.bar.close()
+            if self.store is not None:
+                self.store.close()
+        return self._all_outcomes()
+
+
+async def amap(
+    model: Runnable,
+    prompts: Sequence[str],
+    *,
+    concurrency: int = 8,
+    retries: int = 3,
+    timeout: float | None = 60.0,
+    backoff: Backoff | None = None,
+    progress: bool = True,
+    stream: bool = False,
+    checkpoint: str | Path | None = None,
+    config: RunnableConfig | None = None,
+) -> list[Outcome]:
+    """Send every prompt through ``model``, at most ``concurrency`` at once; one Outcome each, in order.
+
+    - ``retries``: retries per prompt for transient errors (0: none); 4xx errors are never retried.
+    - ``timeout``: seconds per attempt (None: no limit); an expired attempt is a transient error.
+    - ``backoff``: :class:`helpers.retry.Backoff` (exponential with jitter; ``seed=`` for
+      reproducible waits); ``Retry-After`` is honoured.
+    - ``stream``: consume ``astream`` per prompt; a stream without ``finish_reason`` counts as
+      cut (``IncompleteStream``, retried), never as an answer.
+    - ``checkpoint``: a ``.jsonl`` path; finished outcomes are appended as they finish, and a
+      re-run loads the successful ones instead of sending them (see ``helpers.checkpoint``).
+    - ``config``: a LangChain ``RunnableConfig`` passed to every call (callbacks, tags).
+
+    Bad arguments raise TypeError/ValueError before any request is sent; an empty list returns
+    ``[]``. Cancelling raises :class:`BatchCancelled` carrying the outcomes so far.
+
+    Example::
+
+        outcomes = await amap(model, prompts, concurrency=32, retries=3, timeout=30)
+        failed = [o for o in outcomes if not o.ok]
+    """
+    prompt_list = _checked_prompts(prompts)
+    _check_settings(concurrency, retries, timeout)
+    store = Checkpoint(checkpoint) if checkpoint is not None else None
+    if not prompt_list:
+        return []
+    batch = _Batch(
+        prompt_list,
+        retries=retries,
+        timeout=timeout,
+        backoff=backoff or Backoff(),
+        stream=stream,
+        config=config,
+        store=store,
+    )
+    return await batch.run(model, concurrency, progress)
+
+
+def map_prompts(
+    model: Runnable,
+    prompts: Sequence[str],
+    *,
+    concurrency: int = 8,
+    retries: int = 3,
+    timeout: float | None = 60.0,
+    backoff: Backoff | None = None,
+    progress: bool = True,
+    stream: bool = False,
+    checkpoint: str | Path | None = None,
+    config: RunnableConfig | None = None,
+) -> list[Outcome]:
+    """Sync :func:`amap` for scripts and plain notebook cells (runs on ``helpers.loop.run``).
+
+    Ctrl-C (or the notebook's interrupt button) cancels the batch and raises
+    :class:`BatchCancelled` with the outcomes so far.
+    """
+    prompt_list = _checked_prompts(prompts)
+    _check_settings(concurrency, retries, timeout)
+    return run(
+        amap(
+            model,
+            prompt_list,
+            concurrency=concurrency,
+            retries=retries,
+            timeout=timeout,
+            backoff=backoff,
+            progress=progress,
+            stream=stream,
+            checkpoint=checkpoint,
+            config=config,
+        )
+    )
+
+
+async def abatch_limited(
+    model: Runnable, prompts: Sequence[str], max_concurrency: int
+) -> list[BaseMessage | Exception]:
+    """LangChain's own way, for comparison: ``abatch`` with ``config={"max_concurrency": n}``.
+
+    Results come back in input order; with ``return_exceptions=True`` a failed prompt is its
+    exception in place of the message. No per-request timeout, no retries beyond the model's own
+    ``max_retries`` (invisible), no progress, and on cancellation the finished results are lost.
+    """
+    prompt_list = _checked_prompts(prompts)
+    _check_settings(max_concurrency, 0, None)
+    return await model.abatch(
+        prompt_list, config={"max_concurrency": max_concurrency}, return_exceptions=True
+    )
+
+
+async def abatch_as_completed_progress(
+    model: Runnable,
+    prompts: Sequence[str],
+    max_concurrency: int | None = None,
+    *,
+    progress: bool = True,
+) -> list[BaseMessage | Exception]:
+    """LangChain's ``abatch_as_completed`` with a tqdm bar, results put back in input order.
+
+    ``abatch_as_completed`` yields ``(index, output)`` as requests finish, which is what a
+    progress bar needs; a failed prompt is its exception in place of the message.
+    """
+    prompt_list = _checked_prompts(prompts)
+    if max_concurrency is not None:
+        _check_settings(max_concurrency, 0, None)
+    results: list[BaseMessage | Exception | None] = [None] * len(prompt_list)
+    config: RunnableConfig = {"max_concurrency": max_concurrency} if max_concurrency else {}
+    with tqdm(total=len(prompt_list), desc="abatch_as_completed", disable=not progress) as bar:
+        async for index, output in model.abatch_as_completed(
+            prompt_list, config=config, return_exceptions=True
+        ):
+            results[index] = output
+            bar.update(1)
+    return results  # type: ignore[return-value]  # every index was filled

@@ -1,0 +1,330 @@
+"""helpers.concurrency.amap with a scripted LangChain chat model: order, retries, timeouts, input.
+
+The same behaviour against the simulator over real HTTP is in test_concurrency_sim.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field
+
+from helpers.concurrency import (
+    BatchCancelled,
+    abatch_as_completed_progress,
+    abatch_limited,
+    amap,
+    map_prompts,
+)
+from helpers.outcomes import outcomes_to_frame, summarize
+from helpers.retry import Backoff
+
+FAST = Backoff(base_s=0.001, max_s=0.01, seed=0)
+REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+
+
+def http_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
+    response = httpx2.Response(status, headers=headers or {}, request=REQUEST)
+    client = openai.AsyncOpenAI(api_key="EMPTY", base_url="http://127.0.0.1:1/v1")
+    return client._make_status_error(f"Error code: {status}", body=None, response=response)
+
+
+class ScriptedModel(BaseChatModel):
+    """Answers ``prompt.upper()``; ``script[prompt]`` lists what the next attempts do first.
+
+    An item is an exception to raise, ``"hang"`` (sleep far beyond any timeout) or ``"cut"``
+    (stream two chunks, then end without a finish_reason). ``delays[prompt]`` delays the answer.
+    """
+
+    script: dict[str, list[Any]] = Field(default_factory=dict)
+    delays: dict[str, float] = Field(default_factory=dict)
+    calls: list[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("async only")
+
+    async def _next_action(self, prompt: str) -> Any:
+        self.calls.append(prompt)
+        steps = self.script.get(prompt) or []
+        action = steps.pop(0) if steps else None
+        if action == "hang":
+            await asyncio.sleep(3600)
+        if isinstance(action, BaseException):
+            raise action
+        await asyncio.sleep(self.delays.get(prompt, 0.0))
+        return action
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        prompt = str(messages[-1].content)
+        await self._next_action(prompt)
+        message = AIMessage(
+            content=prompt.upper(),
+            additional_kwargs={"reasoning_content": f"thinking about {prompt}"},
+            response_metadata={"finish_reason": "stop"},
+            usage_metadata={
+                "input_tokens": 5,
+                "output_tokens": 7,
+                "total_tokens": 12,
+                "output_token_details": {"reasoning": 3},
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        prompt = str(messages[-1].content)
+        action = await self._next_action(prompt)
+        yield ChatGenerationChunk(message=AIMessageChunk(content=prompt[:1].upper()))
+        yield ChatGenerationChunk(message=AIMessageChunk(content=prompt[1:].upper()))
+        if action != "cut":
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"})
+            )
+
+
+def scripted(**script: list[Any]) -> ScriptedModel:
+    return ScriptedModel(script=script)
+
+
+PROMPTS = ["alpha", "beta", "gamma", "delta"]
+
+
+async def test_one_outcome_per_prompt_in_input_order_whatever_finishes_first() -> None:
+    model = scripted()
+    model.delays = {"alpha": 0.05, "beta": 0.03, "gamma": 0.01, "delta": 0.0}
+    outcomes = await amap(model, PROMPTS, concurrency=4, progress=False)
+    assert [o.index for o in outcomes] == [0, 1, 2, 3]
+    assert [o.prompt for o in outcomes] == PROMPTS
+    assert [o.answer for o in outcomes] == [p.upper() for p in PROMPTS]
+    assert all(o.ok and o.attempts == 1 and o.finish_reason == "stop" for o in outcomes)
+
+
+async def test_reasoning_usage_and_latency_are_read_from_the_message() -> None:
+    [outcome] = await amap(scripted(), ["alpha"], progress=False)
+    assert outcome.reasoning == "thinking about alpha"
+    assert outcome.usage == {"prompt_tokens": 5, "completion_tokens": 7, "reasoning_tokens": 3}
+    assert outcome.latency_s > 0
+
+
+async def test_transient_errors_are_retried_and_counted() -> None:
+    model = scripted(
+        beta=[ConnectionResetError(104, "Connection reset by peer"), http_error(503)],
+        gamma=[http_error(429, {"retry-after": "0"})],
+    )
+    outcomes = await amap(model, PROMPTS, retries=3, backoff=FAST, progress=False)
+    assert all(o.ok for o in outcomes)
+    assert [o.attempts for o in outcomes] == [1, 3, 2, 1]
+    assert outcomes[1].retried == ["ConnectionResetError", "InternalServerError"]
+    assert outcomes[2].retried == ["RateLimitError"]
+    assert len(model.calls) == 7
+
+
+async def test_a_prompt_that_keeps_failing_ends_as_an_error_with_its_cause() -> None:
+    model = scripted(beta=[http_error(503)] * 5)
+    outcomes = await amap(model, PROMPTS, retries=2, backoff=FAST, progress=False)
+    failed = outcomes[1]
+    assert not failed.ok and failed.answer is None
+    assert failed.error_type == "InternalServerError"
+    assert "503" in failed.error
+    assert failed.attempts == 3 and len(failed.retried) == 2
+    assert [o.ok for o in outcomes] == [True, False, True, True]
+
+
+async def test_client_errors_are_not_retried() -> None:
+    model = scripted(alpha=[http_error(400)], beta=[http_error(404)], gamma=[ValueError("bug")])
+    outcomes = await amap(model, PROMPTS, retries=3, backoff=FAST, progress=False)
+    assert [o.error_type for o in outcomes] == [
+        "BadRequestError",
+        "NotFoundError",
+        "ValueError",
+        None,
+    ]
+    assert [o.attempts for o in outcomes] == [1, 1, 1, 1]
+    assert model.calls.count("alpha") == 1
+
+
+async def test_with_retries_off_every_fault_is_a_per_item_error() -> None:
+    model = scripted(alpha=[http_error(500)], beta=[ConnectionRefusedError(111, "refused")], gamma=["cut"])
+    outcomes = await amap(model, PROMPTS, retries=0, stream=True, progress=False)
+    assert [o.error_type for o in outcomes] == [
+        "InternalServerError",
+        "ConnectionRefusedError",
+        "IncompleteStream",
+        None,
+    ]
+    assert all(o.attempts == 1 for o in outcomes)
+
+
+async def test_a_cut_stream_is_never_an_answer_and_is_retried() -> None:
+    model = scripted(alpha=["cut", "cut"])
+    outcomes = await amap(model, ["alpha"], stream=True, retries=1, backoff=FAST, progress=False)
+    [outcome] = outcomes
+    assert not outcome.ok and outcome.answer is None
+    assert outcome.error_type == "IncompleteStream" and outcome.attempts == 2
+    assert "without a finish_reason" in outcome.error
+
+    model = scripted(alpha=["cut"])
+    [outcome] = await amap(model, ["alpha"], stream=True, backoff=FAST, progress=False)
+    assert outcome.ok and outcome.answer == "ALPHA" and outcome.retried == ["IncompleteStream"]
+
+
+async def test_per_request_timeout_is_a_retried_error() -> None:
+    model = scripted(alpha=["hang", "hang"], beta=["hang"])
+    outcomes = await amap(model, ["alpha", "beta"], timeout=0.05, retries=1, backoff=FAST, progress=False)
+    assert outcomes[0].error_type == "RequestTimeout" and outcomes[0].attempts == 2
+    assert "0.05 s" in outcomes[0].error
+    assert outcomes[1].ok and outcomes[1].retried == ["RequestTimeout"]
+
+
+async def test_retry_after_is_honoured() -> None:
+    model = scripted(alpha=[http_error(429, {"retry-after": "0.3"})])
+    [outcome] = await amap(model, ["alpha"], backoff=FAST, progress=False)
+    assert outcome.ok and outcome.latency_s >= 0.3
+
+
+async def test_concurrency_bounds_the_requests_in_flight() -> None:
+    in_flight = peak = 0
+
+    class Counting(ScriptedModel):
+        async def _next_action(self, prompt: str) -> Any:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+
+    model = Counting()
+    outcomes = await amap(model, [f"p{i}" for i in range(30)], concurrency=3, progress=False)
+    assert all(o.ok for o in outcomes)
+    assert peak == 3
+
+
+async def test_cancelling_keeps_finished_outcomes_and_leaves_no_task() -> None:
+    model = scripted()
+    prompts = [f"p{i}" for i in range(12)]
+    model.delays = {prompt: 0.02 if i < 4 else 30.0 for i, prompt in enumerate(prompts)}
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(amap(model, prompts, concurrency=4, progress=False))
+    while len(model.calls) < 8:  # the first 4 finished, the next 4 are in flight
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(BatchCancelled) as info:
+        await task
+    assert task.cancelled()
+    outcomes = info.value.outcomes
+    assert [o.ok for o in outcomes[:4]] == [True] * 4
+    assert all(o.cancelled for o in outcomes[4:])
+    assert [o.attempts for o in outcomes[4:]] == [1] * 4 + [0] * 4
+    assert "4 of 12 prompts finished" in str(info.value)
+    assert asyncio.all_tasks() == before
+
+
+def test_map_prompts_is_the_sync_version() -> None:
+    outcomes = map_prompts(scripted(), PROMPTS, progress=False)
+    assert [o.answer for o in outcomes] == [p.upper() for p in PROMPTS]
+
+
+async def test_map_prompts_works_inside_a_running_loop() -> None:
+    outcomes = map_prompts(scripted(), PROMPTS, progress=False)
+    assert all(o.ok for o in outcomes)
+
+
+async def test_empty_list_returns_empty_list_without_calling_the_model() -> None:
+    model = scripted()
+    assert await amap(model, []) == []
+    assert model.calls == []
+
+
+@pytest.mark.parametrize(
+    ("prompts", "settings", "error", "message"),
+    [
+        (["ok", 42], {}, TypeError, r"prompts\[1\] is int"),
+        (["ok", None], {}, TypeError, r"prompts\[1\] is NoneType"),
+        ("one prompt", {}, TypeError, r"amap\(model, \[prompt\]\)"),
+        (["ok", "  "], {}, ValueError, r"prompts\[1\] is empty"),
+        (["ok"], {"concurrency": 0}, ValueError, "concurrency must be >= 1"),
+        (["ok"], {"concurrency": 2.5}, TypeError, "concurrency must be an int"),
+        (["ok"], {"timeout": -1}, ValueError, "timeout must be > 0"),
+        (["ok"], {"timeout": 0}, ValueError, "timeout must be > 0"),
+        (["ok"], {"retries": -1}, ValueError, "retries must be >= 0"),
+        (["ok"], {"checkpoint": "data/run.csv"}, ValueError, r"\.jsonl"),
+    ],
+)
+async def test_bad_input_is_refused_before_any_request(
+    prompts: Any, settings: dict, error: type[Exception], message: str
+) -> None:
+    model = scripted()
+    with pytest.raises(error, match=message):
+        await amap(model, prompts, progress=False, **settings)
+    with pytest.raises(error, match=message):
+        map_prompts(model, prompts, progress=False, **settings)
+    assert model.calls == []
+
+
+async def test_a_model_with_hidden_retries_gets_a_warning() -> None:
+    class RetryingModel(ScriptedModel):
+        max_retries: int = 2
+
+    with pytest.warns(UserWarning, match="max_retries=0"):
+        await amap(RetryingModel(), ["a"], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await amap(RetryingModel(max_retries=0), ["a"], progress=False)
+
+
+async def test_progress_bar_shows_ok_failed_and_retries(capsys: pytest.CaptureFixture) -> None:
+    model = scripted(alpha=[http_error(503)], beta=[http_error(400)])
+    await amap(model, PROMPTS, backoff=FAST, progress=True)
+    bar = capsys.readouterr().err.strip().split("\r")[-1]
+    assert "4/4" in bar and "ok=3, failed=1, retries=1" in bar
+
+
+async def test_summary_and_frame() -> None:
+    model = scripted(beta=[http_error(400)], gamma=[http_error(503)])
+    outcomes = await amap(model, PROMPTS, backoff=FAST, progress=False)
+    line = summarize(outcomes)
+    assert line.startswith("4 prompts: 3 ok, 1 failed (BadRequestError x1), 1 retries, 5 requests")
+    frame = outcomes_to_frame(outcomes)
+    assert list(frame["index"]) == [0, 1, 2, 3]
+    assert list(frame["retries"]) == [0, 0, 1, 0]
+    assert frame.loc[0, "completion_tokens"] == 7 and frame.loc[0, "reasoning_tokens"] == 3
+
+
+async def test_abatch_limited_keeps_order_and_returns_exceptions_in_place() -> None:
+    model = scripted(beta=[ValueError("bad")])
+    model.delays = {"alpha": 0.03}
+    results = await abatch_limited(model, PROMPTS, max_concurrency=2)
+    assert isinstance(results[1], ValueError)
+    assert [r.content for i, r in enumerate(results) if i != 1] == ["ALPHA", "GAMMA", "DELTA"]
+
+
+async def test_abatch_as_completed_progress_puts_results_back_in_order(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    model = scripted(gamma=[ValueError("bad")])
+    model.delays = {"alpha": 0.05, "beta": 0.02}
+    results = await abatch_as_completed_progress(model, PROMPTS, max_concurrency=4)
+    assert results[0].content == "ALPHA" and results[3].content == "DELTA"
+    assert isinstance(results[2], ValueError)
+    assert "4/4" in capsys.readouterr().err
+
+
+async def test_comparison_helpers_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="concurrency must be >= 1"):
+        await abatch_limited(scripted(), PROMPTS, max_concurrency=0)
+    with pytest.raises(TypeError, match="not str"):
+        await abatch_as_completed_progress(scripted(), ["a", 1])
