@@ -168,7 +168,7 @@ def test_in_notebook_is_false_outside_jupyter() -> None:
 def test_in_a_real_jupyter_kernel_run_works_and_in_notebook_is_true() -> None:
     from jupyter_client.manager import start_new_kernel
 
-    manager, client = start_new_kernel(kernel_name="python3")
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(REPO_ROOT))
     try:
         code = textwrap.dedent(
             """
