@@ -1,0 +1,157 @@
+"""The lean SSE reader on real vLLM 0.32 transcripts: TTFT, first answer token, ITL, usage, errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from helpers.bench import lean_client
+from helpers.bench.lean_client import LeanClient
+
+FIXTURES = Path(__file__).parent / "fixtures" / "vllm-0.32"
+
+
+def transcript_body(name: str) -> bytes:
+    """The response body of a transcript (after the blank line that ends the headers)."""
+    text = (FIXTURES / name).read_bytes()
+    response = text[text.index(b"HTTP/1.1") :]
+    return re.split(rb"\r?\n\r?\n", response, maxsplit=1)[1]
+
+
+def replay(body: bytes, status: int = 200, piece: int | None = None) -> httpx.MockTransport:
+    """A transport answering every POST with ``body``: one read per SSE event, or ``piece`` bytes."""
+    if piece:
+        parts = [body[i : i + piece] for i in range(0, len(body), piece)]
+    else:
+        parts = [event + b"\n\n" for event in body.split(b"\n\n") if event.strip()]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        handler.bodies.append(orjson.loads(request.content))
+
+        async def stream():
+            for part in parts:
+                yield part
+
+        return httpx.Response(status, content=stream())
+
+    handler.bodies = []
+    return httpx.MockTransport(handler)
+
+
+@pytest.fixture
+def tick_clock(monkeypatch):
+    """Every clock read advances by exactly one second: timings become event counts."""
+    ticks = itertools.count()
+    monkeypatch.setattr(lean_client, "clock", lambda: float(next(ticks)))
+
+
+def choice_events(body: bytes) -> list[dict]:
+    events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
+    return [e for e in events if e.get("choices")]
+
+
+@pytest.mark.parametrize(
+    "name", ["qwen3-parser-stream-thinking-usage.http", "deepseek-r1-parser-stream-thinking-usage.http"]
+)
+async def test_stream_with_reasoning_parser(name, tick_clock):
+    body = transcript_body(name)
+    events = choice_events(body)
+    first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
+    assert "reasoning" in events[1]["choices"][0]["delta"]  # reasoning precedes the answer
+    client = LeanClient("http://vllm/v1", "Qwen-0.6B", max_tokens=40, transport=replay(body))
+    record = await client.arequest("你是谁?")
+    assert record.ok, record.error
+    assert record.streamed
+    # clock: 0 = send, then one read per event; event k (0-based) is read at time k + 1
+    assert record.ttft_s == 1.0
+    assert record.ttfa_s == first_answer + 1.0
+    assert record.chunks == len(events)
+    assert record.itl_s == [1.0] * (len(events) - 1)
+    assert record.end_s - record.start_s == len(events)  # last token event, not usage nor [DONE]
+    usage = json.loads(body.split(b"data: ")[-2])["usage"]
+    assert record.prompt_tokens == usage["prompt_tokens"]
+    assert record.output_tokens == usage["completion_tokens"] == 40
+    assert record.reasoning_tokens == usage["completion_tokens_details"]["reasoning_tokens"]
+
+
+async def test_stream_split_at_arbitrary_bytes_gives_the_same_counts():
+    body = transcript_body("qwen3-parser-stream-thinking-usage.http")
+    client = LeanClient("http://vllm/v1", "m", transport=replay(body, piece=7))
+    record = await client.arequest("x")
+    assert record.ok and record.chunks == len(choice_events(body)) and record.output_tokens == 40
+
+
+async def test_stream_without_thinking_answers_from_the_first_content(tick_clock):
+    body = transcript_body("no-parser-stream-no-thinking.http")
+    events = choice_events(body)
+    first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
+    record = await LeanClient("http://vllm/v1", "m", transport=replay(body)).arequest("x")
+    assert record.ok and record.ttfa_s == first_answer + 1.0
+    assert record.output_tokens is None  # this request did not ask for usage: unknown, not 0
+
+
+async def test_inline_think_block_delays_the_first_answer(tick_clock):
+    def event(content):
+        return b"data: " + orjson.dumps({"choices": [{"delta": {"content": content}}]}) + b"\n\n"
+
+    body = (
+        b"".join([event(""), event("<think>"), event("\nhmm"), event("</think>"), event("\n\n"), event("Hi")])
+        + b"data: [DONE]\n\n"
+    )
+    record = await LeanClient("http://x/v1", "m", transport=replay(body)).arequest("x")
+    assert record.ok and record.ttft_s == 1.0 and record.ttfa_s == 6.0
+
+
+async def test_request_body_asks_for_usage_and_merges_extra_body():
+    transport = replay(transcript_body("qwen3-parser-stream-thinking-usage.http"))
+    client = LeanClient(
+        "http://vllm/v1/",
+        "Qwen-0.6B",
+        max_tokens=40,
+        transport=transport,
+        extra_body={"temperature": 0, "chat_template_kwargs": {"enable_thinking": False}},
+    )
+    await client.arequest("你是谁?")
+    sent = transport.handler.bodies[0]
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == [{"role": "user", "content": "你是谁?"}]
+    assert sent["temperature"] == 0 and sent["max_tokens"] == 40
+    assert client.url == "http://vllm/v1/chat/completions"
+
+
+async def test_non_streamed_reply_gives_latency_and_usage():
+    body = transcript_body("qwen3-parser-chat-thinking.http")
+    client = LeanClient("http://vllm/v1", "m", stream=False, transport=replay(body, piece=10_000))
+    record = await client.arequest("x")
+    usage = json.loads(body)["usage"]
+    assert record.ok and not record.streamed and record.ttft_s is None
+    assert record.output_tokens == usage["completion_tokens"] and record.latency_s > 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_http_error_is_a_failed_record_with_the_server_message(stream):
+    body = transcript_body("qwen3-parser-error-stream-bad-temperature.http")
+    client = LeanClient("http://vllm/v1", "m", stream=stream, transport=replay(body, 400, 10_000))
+    record = await client.arequest("x")
+    assert not record.ok
+    assert record.error.startswith("HTTP 400: temperature must be non-negative")
+
+
+async def test_broken_stream_and_refused_connection_are_failed_records():
+    body = transcript_body("qwen3-parser-stream-thinking-usage.http")
+    truncated = body[: body.index(b"data: [DONE]")]
+    record = await LeanClient("http://x/v1", "m", transport=replay(truncated)).arequest("x")
+    assert not record.ok and "without [DONE]" in record.error and record.ttft_s is not None
+    refused = await LeanClient("http://127.0.0.1:9/v1", "m", timeout=5).arequest("x")
+    assert not refused.ok and "ConnectError" in refused.error
+
+
+def test_bad_max_tokens_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_tokens"):
+        LeanClient("http://x/v1", "m", max_tokens=0)
