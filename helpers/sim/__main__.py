@@ -1,0 +1,3 @@
+from helpers.sim.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""All simulator settings in one dataclass, shared by serve(), the CLI and the app."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from helpers.sim.profiles import get_profile
+from helpers.sim.reasoning import normalise_parser
+
+DEFAULT_MODEL_NAMES = ("Qwen/Qwen3-0.6B", "Qwen-0.6B")
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+
+
+@dataclass
+class SimConfig:
+    """Settings of one simulator process (see docs/simulator.md for each option)."""
+
+    profile: str = "l4"
+    time_scale: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    reasoning_parser: str = "qwen3"
+    reasoning_field: str = "reasoning"
+    served_model_name: list[str] = field(default_factory=lambda: list(DEFAULT_MODEL_NAMES))
+    api_key: str | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_model_len: int = 40960
+    think_tokens_mean: int = 256
+    answer_tokens_mean: int = 128
+    fail_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    disconnect_rate: float = 0.0
+    latency_spike_rate: float = 0.0
+    latency_spike_s: float = 2.0
+    fault_seed: int = 0
+    coalesce: int = 1
+    max_body_bytes: int = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        get_profile(self.profile)
+        self.reasoning_parser = normalise_parser(self.reasoning_parser)
+        if self.reasoning_field not in REASONING_FIELDS:
+            raise ValueError(f"reasoning_field must be one of {REASONING_FIELDS}")
+        if isinstance(self.served_model_name, str):
+            self.served_model_name = [self.served_model_name]
+        if not self.served_model_name:
+            self.served_model_name = list(DEFAULT_MODEL_NAMES)
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be positive (2.0 runs twice as fast as the model)")
+        if self.coalesce < 1:
+            raise ValueError("coalesce must be at least 1 token per chunk")
+        if self.max_model_len < 16:
+            raise ValueError("max_model_len must be at least 16")
+
+    @property
+    def model_name(self) -> str:
+        """The canonical name, returned in every response's `model`."""
+        return self.served_model_name[0]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_args(self) -> list[str]:
+        """Command-line arguments that reproduce these settings."""
+        args: list[str] = []
+        for name, value in asdict(self).items():
+            if value is None:
+                continue
+            flag = "--" + name.replace("_", "-")
+            if name == "served_model_name":
+                args += [flag, *value]
+            else:
+                args += [flag, str(value)]
+        return args

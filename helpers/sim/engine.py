@@ -1,0 +1,188 @@
+"""The live engine: one asyncio task steps the scheduler on the wall clock.
+
+Each step lasts `profile.step_time(...) / time_scale`. Steps are timed against absolute deadlines
+so sleeps do not drift; a step that ends more than `LAG_TOLERANCE_S` after its deadline means
+the simulator itself is too slow: it is counted in /metrics (`vllm_sim:engine_lag_*`), logged
+(at most every 10 s), and the schedule restarts from now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from helpers.sim.metrics import SimMetrics
+from helpers.sim.profiles import Profile
+from helpers.sim.scheduler import Scheduler, Sequence
+
+log = logging.getLogger("helpers.sim")
+
+LAG_TOLERANCE_S = 0.002
+EARLY_WAKE_S = 0.0005  # uvloop timers have millisecond resolution
+LAG_LOG_INTERVAL_S = 10.0
+
+
+class EngineRequest(Sequence):
+    """A request inside the engine, with its timings and a future the HTTP handler awaits."""
+
+    __slots__ = (
+        "aborted",
+        "arrival",
+        "finished",
+        "first_token_at",
+        "last_token_at",
+        "queued_at",
+        "stream",
+        "waiter",
+    )
+
+    def __init__(self, prompt_tokens: int, output_len: int, stream: bool) -> None:
+        super().__init__(prompt_tokens, output_len)
+        self.stream = stream
+        self.waiter: asyncio.Future | None = None
+        self.arrival = time.perf_counter()
+        self.queued_at = 0.0
+        self.first_token_at = 0.0
+        self.last_token_at = 0.0
+        self.finished = False
+        self.aborted = False
+
+    async def wait(self) -> None:
+        """Until the engine has something new for this request."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
+
+
+class Engine:
+    """Runs steps while there is work; sleeps on an event when idle."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        metrics: SimMetrics,
+        *,
+        time_scale: float = 1.0,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+    ) -> None:
+        self.profile = profile
+        self.metrics = metrics
+        self.time_scale = time_scale
+        self.scheduler = Scheduler(
+            max_num_seqs or profile.max_num_seqs,
+            max_num_batched_tokens or profile.max_num_batched_tokens,
+        )
+        self._work = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._late_steps = 0
+        self._late_seconds = 0.0
+        self._last_lag_log = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sim-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def submit(self, request: EngineRequest) -> None:
+        request.queued_at = time.perf_counter()
+        self.scheduler.add(request)
+        self.metrics.waiting.set(len(self.scheduler.waiting))
+        self._work.set()
+
+    def abort(self, request: EngineRequest) -> None:
+        if request.finished or request.aborted:
+            return
+        request.aborted = True
+        self.scheduler.abort(request)
+        self.metrics.success["abort"].inc()
+
+    async def _run(self) -> None:
+        clock = time.perf_counter
+        scheduler, profile, metrics = self.scheduler, self.profile, self.metrics
+        deadline = clock()
+        while True:
+            if not scheduler.has_work():
+                metrics.running.set(0)
+                metrics.waiting.set(0)
+                self._work.clear()
+                await self._work.wait()
+                deadline = clock()
+            step = scheduler.schedule()
+            metrics.running.set(len(scheduler.running))
+            metrics.waiting.set(len(scheduler.waiting))
+            duration = profile.step_time(step.size, step.prefill_tokens) / self.time_scale
+            deadline += duration
+            delay = deadline - clock()
+            if delay > EARLY_WAKE_S:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            now = clock()
+            late = now - deadline
+            if duration == 0.0:
+                deadline = now
+            elif late > LAG_TOLERANCE_S:
+                self._record_lag(late, now)
+                deadline = now
+            self._finish_step(step, now)
+
+    def _finish_step(self, step, now: float) -> None:
+        metrics = self.metrics
+        metrics.steps.inc()
+        if step.prefill_tokens:
+            metrics.prompt_tokens.inc(step.prefill_tokens)
+        emitted, finished = self.scheduler.complete(step)
+        if emitted:
+            metrics.generation_tokens.inc(len(emitted))
+        ttft, itl = metrics.ttft, metrics.itl
+        for request in emitted:
+            if request.aborted:
+                continue
+            if request.generated == 1:
+                request.first_token_at = now
+                ttft.observe(now - request.arrival)
+                metrics.queue_time.observe(now - request.queued_at)
+            else:
+                itl.observe(now - request.last_token_at)
+            request.last_token_at = now
+            if request.stream:
+                _wake(request)
+        for request in finished:
+            if request.aborted:
+                continue
+            request.finished = True
+            metrics.e2e.observe(now - request.arrival)
+            _wake(request)
+
+    def _record_lag(self, late: float, now: float) -> None:
+        self.metrics.lag_steps.inc()
+        self.metrics.lag_seconds.inc(late)
+        self._late_steps += 1
+        self._late_seconds += late
+        if now - self._last_lag_log >= LAG_LOG_INTERVAL_S:
+            log.warning(
+                "simulator lag: %d engine steps ended late by %.3f s in total (profile %s, "
+                "time_scale %g). The simulator's CPU, not the modelled GPU, is the limit now: "
+                "lower the concurrency or the time_scale. See vllm_sim:engine_lag_* in /metrics.",
+                self._late_steps,
+                self._late_seconds,
+                self.profile.name,
+                self.time_scale,
+            )
+            self._last_lag_log = now
+            self._late_steps = 0
+            self._late_seconds = 0.0
+
+
+def _wake(request: EngineRequest) -> None:
+    waiter = request.waiter
+    if waiter is not None:
+        request.waiter = None
+        if not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,215 @@
+"""Start the simulator in a child process and manage its life from the parent.
+
+Example:
+    >>> with serve(profile="instant") as server:
+    ...     server.base_url
+    'http://127.0.0.1:...'
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+from helpers.sim.cli import READY_PREFIX
+from helpers.sim.config import SimConfig
+from helpers.sim.profiles import Profile, get_profile
+
+_live_servers: weakref.WeakSet = weakref.WeakSet()
+
+
+class SimServerError(RuntimeError):
+    """The simulator did not start (its stderr is in the message)."""
+
+
+class SimServer:
+    """A running simulator process. Use `stop()`, or `with`, to end it."""
+
+    def __init__(self, process: subprocess.Popen, config: SimConfig, port: int) -> None:
+        self._process = process
+        self.config_obj = config
+        self.port = port
+        self.host = config.host
+        url_host = f"[{self.host}]" if ":" in self.host else self.host
+        self.root_url = f"http://{url_host}:{port}"
+        self.base_url = f"{self.root_url}/v1"
+        _live_servers.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def profile(self) -> Profile:
+        return get_profile(self.config_obj.profile)
+
+    @property
+    def config(self) -> dict:
+        """All settings, with the port actually bound."""
+        return {**self.config_obj.as_dict(), "port": self.port}
+
+    @property
+    def model(self) -> str:
+        """The canonical model name."""
+        return self.config_obj.model_name
+
+    def is_running(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server (idempotent): SIGTERM, then SIGKILL after `timeout` seconds."""
+        process = self._process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+        _live_servers.discard(self)
+
+    def __enter__(self) -> SimServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"SimServer({self.base_url}, profile={self.config_obj.profile!r}, pid={self.pid}, {state})"
+
+
+def serve(
+    profile: str = "l4",
+    *,
+    time_scale: float = 1.0,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    reasoning_parser: str | None = "qwen3",
+    reasoning_field: str = "reasoning",
+    served_model_name: str | list[str] | None = None,
+    api_key: str | None = None,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    max_model_len: int = 40960,
+    think_tokens_mean: int = 256,
+    answer_tokens_mean: int = 128,
+    fail_rate: float = 0.0,
+    rate_limit_rate: float = 0.0,
+    disconnect_rate: float = 0.0,
+    latency_spike_rate: float = 0.0,
+    latency_spike_s: float = 2.0,
+    fault_seed: int = 0,
+    coalesce: int = 1,
+    startup_timeout: float = 30.0,
+    log_level: str = "warning",
+) -> SimServer:
+    """Start a simulator in a child process; return once `/health` answers.
+
+    The child never outlives this process. `port=0` takes a free port (see `server.port`).
+    """
+    config = SimConfig(
+        profile=profile,
+        time_scale=time_scale,
+        host=host,
+        port=port,
+        reasoning_parser=reasoning_parser or "none",
+        reasoning_field=reasoning_field,
+        served_model_name=served_model_name or [],
+        api_key=api_key,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        think_tokens_mean=think_tokens_mean,
+        answer_tokens_mean=answer_tokens_mean,
+        fail_rate=fail_rate,
+        rate_limit_rate=rate_limit_rate,
+        disconnect_rate=disconnect_rate,
+        latency_spike_rate=latency_spike_rate,
+        latency_spike_s=latency_spike_s,
+        fault_seed=fault_seed,
+        coalesce=coalesce,
+    )
+    command = [sys.executable, "-m", "helpers.sim", *config.to_args(), "--log-level", log_level]
+    command += ["--watch-parent", str(os.getpid())]
+    if threading.current_thread() is threading.main_thread():
+        command.append("--pdeathsig")
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        bound_port = _read_port(process, startup_timeout)
+        server = SimServer(process, config, bound_port)
+        _wait_healthy(server, process, startup_timeout)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return server
+
+
+def _read_port(process: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    stdout = process.stdout
+    assert stdout is not None
+    buffer = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stdout], [], [], 0.1)
+        if ready:
+            data = os.read(stdout.fileno(), 256)
+            if not data:
+                break
+            buffer += data
+            if b"\n" in buffer:
+                line = buffer.split(b"\n", 1)[0].decode()
+                if line.startswith(READY_PREFIX):
+                    return int(line[len(READY_PREFIX) :])
+                raise SimServerError(f"unexpected output from the simulator: {line!r}")
+        elif process.poll() is not None:
+            break
+    if process.poll() is not None:
+        raise SimServerError(
+            f"the simulator exited with code {process.returncode} before binding "
+            "(its error is printed above, on stderr)"
+        )
+    raise SimServerError(f"the simulator did not bind a port within {timeout} s")
+
+
+def _wait_healthy(server: SimServer, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    host = server.host
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SimServerError(f"the simulator exited with code {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection(host, server.port, timeout=1.0)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                connection.close()
+                return
+            connection.close()
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise SimServerError(f"/health did not answer within {timeout} s on {server.root_url}")
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live_servers):
+        server.stop(timeout=2.0)

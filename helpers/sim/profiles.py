@@ -1,0 +1,137 @@
+"""Latency profiles: how long one engine step takes on a given GPU, fitted to published numbers.
+
+A step runs every sequence in the batch once: each decoding sequence gets one token, prefilling
+sequences advance by a chunk of their prompt. Its duration is linear in the batch:
+
+    step_time = step_base_s + per_seq_s * sequences_in_batch + prefill_per_token_s * prefill_tokens
+
+plus a fixed `frontend_s` per request (chat template, tokenisation, HTTP) before it reaches the
+scheduler. Sources and fits are in each profile's `source` and in docs/simulator.md.
+
+Example:
+    >>> PROFILES["l4"].step_time(running=1, prefill_tokens=0)  # one decoding sequence
+    0.0050995
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Cost model of one GPU serving Qwen3-0.6B with vLLM (all times in seconds)."""
+
+    name: str
+    step_base_s: float
+    per_seq_s: float
+    prefill_per_token_s: float
+    frontend_s: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    estimate: bool
+    source: str
+
+    def step_time(self, running: int, prefill_tokens: int) -> float:
+        """Duration of one engine step with `running` sequences and `prefill_tokens` prompt tokens."""
+        if running <= 0 and prefill_tokens <= 0:
+            return 0.0
+        return round(
+            self.step_base_s + self.per_seq_s * running + self.prefill_per_token_s * prefill_tokens,
+            9,
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_L4_SOURCE = (
+    "Fitted to the L4 sweep in calibration.md (Qwen2.5-0.5B BF16, vLLM 0.23, ai.wmx.dev, 256 in / "
+    "128 out, closed loop): ITL p50 5.1/5.5/6.0/7.1 ms at 1/8/16/32 concurrent requests is linear "
+    "in the batch (5.035 ms + 0.0645 ms per sequence); TTFT p50 27/61/104/135 ms is reproduced by "
+    "a 16 ms frontend plus chunked prefill at 0.022 ms per prompt token (2048-token steps)."
+)
+_T4_SOURCE = (
+    "ESTIMATE, no published T4 measurement: L4 decode costs scaled by memory bandwidth "
+    "(300/320 GB/s, decode of a 0.6B model is memory-bound) and prefill scaled by FP16 tensor "
+    "throughput (121/65 TFLOPS); frontend as on L4."
+)
+_A100_SOURCE = (
+    "Fitted to tenstorrent/tt-inference-server issue #340 (A100, Qwen3-0.6B, concurrency 1): "
+    "TPOT 4.2 ms; TTFT 12.4 ms at 128 prompt tokens and 21 ms at 1024 give 0.0096 ms per prompt "
+    "token and a 7 ms frontend. Growth per sequence is an ESTIMATE: L4's slope scaled by "
+    "memory bandwidth (300/1555 GB/s)."
+)
+_H100_SOURCE = (
+    "Fitted to ovg-project/kvcached bench_layout (H100, Qwen3-0.6B, vLLM 0.19): ITL p50 2.0 ms "
+    "with ~16-31 in flight and 4.5 ms with ~500 running give 1.9 ms + 0.0052 ms per sequence; "
+    "mean TTFT 39 ms at 16 req/s (512 prompt tokens) gives a 30 ms frontend; prefill 0.0035 ms "
+    "per token is an ESTIMATE (A100's scaled by tensor throughput). vLLM batch defaults for "
+    ">= 70 GiB GPUs: max_num_seqs 1024, max_num_batched_tokens 8192."
+)
+
+PROFILES: dict[str, Profile] = {
+    "t4": Profile(
+        name="t4",
+        step_base_s=0.004720,
+        per_seq_s=0.0000605,
+        prefill_per_token_s=0.000041,
+        frontend_s=0.016,
+        max_num_seqs=256,
+        max_num_batched_tokens=2048,
+        estimate=True,
+        source=_T4_SOURCE,
+    ),
+    "l4": Profile(
+        name="l4",
+        step_base_s=0.005035,
+        per_seq_s=0.0000645,
+        prefill_per_token_s=0.000022,
+        frontend_s=0.016,
+        max_num_seqs=256,
+        max_num_batched_tokens=2048,
+        estimate=False,
+        source=_L4_SOURCE,
+    ),
+    "a100": Profile(
+        name="a100",
+        step_base_s=0.0041875,
+        per_seq_s=0.0000125,
+        prefill_per_token_s=0.0000096,
+        frontend_s=0.00697,
+        max_num_seqs=256,
+        max_num_batched_tokens=2048,
+        estimate=False,
+        source=_A100_SOURCE,
+    ),
+    "h100": Profile(
+        name="h100",
+        step_base_s=0.0019,
+        per_seq_s=0.0000052,
+        prefill_per_token_s=0.0000035,
+        frontend_s=0.030,
+        max_num_seqs=1024,
+        max_num_batched_tokens=8192,
+        estimate=False,
+        source=_H100_SOURCE,
+    ),
+    "instant": Profile(
+        name="instant",
+        step_base_s=0.0,
+        per_seq_s=0.0,
+        prefill_per_token_s=0.0,
+        frontend_s=0.0,
+        max_num_seqs=256,
+        max_num_batched_tokens=2048,
+        estimate=False,
+        source="No latency at all: for unit tests where timing is not the point.",
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`, or a ValueError listing the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,134 @@
+"""The one token approximation the simulator uses everywhere (no tokenizer, no model files).
+
+Text is cut into pieces with a regular expression, and each piece counts as one token:
+- a run of Latin letters (with its leading space): 1 token, plus 1 per further 8 letters;
+- each digit: 1 token (Qwen's tokenizer splits numbers into single digits);
+- a run of CJK characters: pieces of 2 and 1 characters in turn, i.e. 2 tokens per 3 characters
+  (Qwen3's vocabulary holds many two-character words);
+- a run of newlines: 1 token; other spaces: 0 (they belong to the next word);
+- any other character (punctuation, symbols): 1 token.
+
+A prompt is counted through Qwen3's chat template layout:
+`<|im_start|>{role}\\n{content}<|im_end|>\\n` per message (5 tokens plus the content), then the
+generation prompt `<|im_start|>assistant\\n` (3 tokens), plus `<think>\\n\\n</think>\\n\\n`
+(4 tokens) when thinking is disabled. Generated text is built from pieces cut by the same rules,
+one piece per token, so `usage` always adds up.
+
+Example:
+    >>> count_text_tokens("hello world")
+    2
+    >>> count_prompt_tokens([{"role": "user", "content": "你是谁?"}])
+    11
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_PIECE = re.compile(
+    r"(?P<word> ?[A-Za-z]+)"
+    r"|(?P<digit>\d)"
+    r"|(?P<cjk>[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)"
+    r"|(?P<newline>\n+)"
+    r"|(?P<space>[ \t\r\f\v]+)"
+    r"|(?P<other>.)",
+    re.DOTALL,
+)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+MESSAGE_OVERHEAD_TOKENS = 5  # <|im_start|> role \n ... <|im_end|> \n
+GENERATION_PROMPT_TOKENS = 3  # <|im_start|> assistant \n
+THINKING_DISABLED_TOKENS = 4  # <think> \n\n </think> \n\n
+
+
+def count_text_tokens(text: str) -> int:
+    """Approximate Qwen3 token count of `text`."""
+    total = 0
+    for match in _PIECE.finditer(text):
+        kind = match.lastgroup
+        if kind == "word":
+            total += 1 + (len(match.group().lstrip()) - 1) // 8
+        elif kind == "cjk":
+            total += _cjk_pieces(len(match.group()))
+        elif kind != "space":
+            total += 1
+    return total
+
+
+def _cjk_pieces(length: int) -> int:
+    return 2 * (length // 3) + (1 if length % 3 else 0)
+
+
+def split_tokens(text: str) -> list[str]:
+    """Cut `text` into pieces of one token each (same rules as `count_text_tokens`).
+
+    Spaces are glued to the following piece, CJK runs are cut into 1-2 character pieces and long
+    words into 8-letter pieces, so that `len(split_tokens(t)) == count_text_tokens(t)` whenever
+    `t` has no trailing spaces.
+    """
+    pieces: list[str] = []
+    pending_space = ""
+    for match in _PIECE.finditer(text):
+        kind, piece = match.lastgroup, match.group()
+        if kind == "space":
+            pending_space += piece
+            continue
+        piece, pending_space = pending_space + piece, ""
+        if kind == "cjk":
+            pieces.extend(_cut_cjk(piece))
+        elif kind == "word":
+            pieces.extend(_cut_word(piece))
+        else:
+            pieces.append(piece)
+    if pending_space and pieces:
+        pieces[-1] += pending_space
+    return pieces
+
+
+def _cut_cjk(run: str) -> Iterable[str]:
+    lead = len(run) - len(run.lstrip())
+    start = 0
+    # 2 tokens per 3 characters: pieces of 2 and 1 characters, alternating.
+    sizes = (2, 1)
+    index = 0
+    while start < len(run):
+        size = sizes[index % 2] + (lead if start == 0 else 0)
+        yield run[start : start + size]
+        start += size
+        index += 1
+
+
+def _cut_word(word: str) -> Iterable[str]:
+    space = " " if word.startswith(" ") else ""
+    letters = word.lstrip()
+    for start in range(0, len(letters), 8):
+        yield (space if start == 0 else "") + letters[start : start + 8]
+
+
+def message_text(content: object) -> str:
+    """The text of a message's `content`: a string, or the text parts of a list of parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def count_prompt_tokens(messages: list[dict], enable_thinking: bool = True) -> int:
+    """Approximate prompt length of `messages` rendered with Qwen3's chat template."""
+    total = GENERATION_PROMPT_TOKENS + (0 if enable_thinking else THINKING_DISABLED_TOKENS)
+    for message in messages:
+        total += MESSAGE_OVERHEAD_TOKENS + count_text_tokens(message_text(message.get("content")))
+    return total
+
+
+def is_chinese(text: str) -> bool:
+    """True when `text` has at least one CJK character for every four Latin letters."""
+    cjk = len(_CJK.findall(text))
+    if cjk == 0:
+        return False
+    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+    return cjk * 4 >= latin
