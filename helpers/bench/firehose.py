@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import orjson
@@ -140,7 +141,9 @@ def serve_firehose(chunks: int = 200, events_per_write: int = 1) -> FirehoseServ
         sys.executable, "-m", "helpers.bench.firehose", "--fd", str(listener.fileno()),
         "--chunks", str(chunks), "--events-per-write", str(events_per_write),
     ]  # fmt: skip
-    process = subprocess.Popen(command, pass_fds=[listener.fileno()])
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.getenv("PYTHONPATH")]))}
+    process = subprocess.Popen(command, pass_fds=[listener.fileno()], env=env)
     listener.close()
     server = FirehoseServer(f"http://127.0.0.1:{port}/v1", process, chunks)
     deadline = time.monotonic() + 30

@@ -98,8 +98,8 @@ class _StreamTimer:
         reasoning = chunk.additional_kwargs.get(REASONING_KEY)
         if usage:
             self.usage = usage
-            if not chunk.content and not reasoning:
-                return  # the usage-only event carries no token
+        if (usage or getattr(chunk, "chunk_position", None) == "last") and not (chunk.content or reasoning):
+            return  # the usage-only event and LangChain's closing chunk carry no token
         if self.ttft is None:
             self.ttft = now - self.start
         else:
