@@ -6,7 +6,8 @@
   ``reasoning`` field (vLLM >= 0.16), ``reasoning_content`` (older vLLM, SGLang, DeepSeek) or an
   inline ``<think>...</think>`` block (a server without ``--reasoning-parser``), for ``invoke``,
   ``ainvoke``, ``batch``, ``abatch`` and on every chunk of ``stream``/``astream`` — and keeps only
-  the answer in ``content`` (the rules are in ``helpers.reasoning``);
+  the answer in ``content`` (the rules are in ``helpers.reasoning``; with ``thinking=False`` all
+  generated text is answer, even where vLLM's ``deepseek_r1`` parser files it as reasoning);
 * turns thinking on or off the way vLLM honours it:
   ``extra_body={"chat_template_kwargs": {"enable_thinking": ...}}`` (``thinking=None`` leaves the
   server's default, which is on for Qwen3);
@@ -131,13 +132,19 @@ class ReasoningChatOpenAI(ChatOpenAI):
     def _llm_type(self) -> str:
         return "vllm-reasoning-chat"
 
+    @property
+    def thinking(self) -> bool | None:
+        """``chat_template_kwargs.enable_thinking`` this model sends (None: server default)."""
+        value = ((self.extra_body or {}).get("chat_template_kwargs") or {}).get("enable_thinking")
+        return value if isinstance(value, bool) else None
+
     def _create_chat_result(
         self, response: dict | openai.BaseModel, generation_info: dict | None = None
     ) -> ChatResult:
         result = super()._create_chat_result(response, generation_info)
         response_dict = response if isinstance(response, dict) else response.model_dump()
         for generation, choice in zip(result.generations, response_dict["choices"], strict=True):
-            parts = split_message(choice["message"])
+            parts = split_message(choice["message"], thinking=self.thinking)
             generation.message.content = parts.answer
             generation.message.additional_kwargs[REASONING_KEY] = parts.reasoning
         return result
@@ -157,7 +164,7 @@ class ReasoningChatOpenAI(ChatOpenAI):
         return generation_chunk
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        decoder = ReasoningStream()
+        decoder = ReasoningStream(self.thinking)
         last: ChatGenerationChunk | None = None
         for chunk in super()._stream(*args, **kwargs):
             last = _decode_chunk(decoder, chunk)
@@ -166,7 +173,7 @@ class ReasoningChatOpenAI(ChatOpenAI):
             yield tail
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        decoder = ReasoningStream()
+        decoder = ReasoningStream(self.thinking)
         last: ChatGenerationChunk | None = None
         async for chunk in super()._astream(*args, **kwargs):
             last = _decode_chunk(decoder, chunk)

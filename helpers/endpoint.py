@@ -192,7 +192,9 @@ def server_version(root_url: str, *, timeout: float = 2.0, client: httpx.Client 
     version = response.json().get("version") if _is_json(response) else None
     if not isinstance(version, str):
         raise ValueError("GET /version did not return vLLM's {'version': ...}")
-    return version if "sim" in version.lower() else f"vLLM {version}"
+    if "sim" in version.lower():  # the embedded simulator: "0.32.0+qwen-sim"
+        return f"the Qwen3 simulator (vLLM {version.split('+')[0]} wire format)"
+    return f"vLLM {version}"
 
 
 def _is_json(response: httpx.Response) -> bool:

@@ -20,6 +20,10 @@ whole message. Both follow one rule, so streamed and non-streamed calls agree:
    is all reasoning, as vLLM's own parsers report it.
 3. Content that does not open with ``<think>`` is an answer, even if a stray ``</think>`` shows up
    later: guessing would risk moving an answer into the reasoning.
+4. If the request turned thinking off (``thinking=False``), everything is answer: Qwen3's chat
+   template has already closed the think block in the prompt, so the model cannot reason. (vLLM's
+   ``deepseek_r1`` parser does not know that and files a non-streamed reply as reasoning with
+   ``content: null``: see ``deepseek-r1-parser-chat-no-thinking.http``.)
 
 No dependencies: this module is pure string handling.
 
@@ -89,15 +93,19 @@ class ReasoningStream:
 
     ``feed(reasoning, content)`` takes a delta's reasoning field (or None) and its content (or None)
     and returns the ``Parts`` that are certain so far; ``close()`` returns what was held back.
+    ``thinking`` is what the request asked for: False makes everything answer (rule 4).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, thinking: bool | None = None) -> None:
         self._mode: _Mode = "start"
+        self._thinking_off = thinking is False
         self._pending = ""
         self.parser_seen = False
 
     def feed(self, reasoning: str | None, content: str | None) -> Parts:
         """Decode one delta. Text that may be part of a split tag is held until the next call."""
+        if self._thinking_off:
+            return Parts(answer=(reasoning or "") + (content or ""))
         parts = Parts()
         if reasoning and not self.parser_seen:
             self.parser_seen = True
@@ -159,7 +167,7 @@ class ReasoningStream:
         return Parts(answer=pending)
 
 
-def split_reasoning(reasoning: str | None, content: str | None) -> Parts:
+def split_reasoning(reasoning: str | None, content: str | None, *, thinking: bool | None = None) -> Parts:
     """Decode a whole message: its reasoning field (or None) and its content (or None).
 
     >>> split_reasoning("2+2 is 4", "4")
@@ -167,10 +175,10 @@ def split_reasoning(reasoning: str | None, content: str | None) -> Parts:
     >>> split_reasoning(None, "<think>\\nstill thinking")
     Parts(reasoning='\\nstill thinking', answer='')
     """
-    stream = ReasoningStream()
+    stream = ReasoningStream(thinking)
     return stream.feed(reasoning, content) + stream.close()
 
 
-def split_message(message: Mapping[str, Any]) -> Parts:
+def split_message(message: Mapping[str, Any], *, thinking: bool | None = None) -> Parts:
     """Decode a message dict from ``choices[i].message`` of a chat completion."""
-    return split_reasoning(reasoning_field(message), message.get("content"))
+    return split_reasoning(reasoning_field(message), message.get("content"), thinking=thinking)

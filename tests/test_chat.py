@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
 from test_transcripts_decode import load_transcript, replay_transport
 
 from helpers.chat import REASONING_KEY, ReasoningChatOpenAI, make_chat_model, thinking_extra_body
-from helpers.endpoint import Endpoint
+from helpers.endpoint import DEFAULT_MODEL, Endpoint
+from helpers.sim import serve
 
 MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test-123")
 
@@ -201,3 +203,130 @@ def test_loop_local_client_outside_a_loop_is_the_template() -> None:
 
     first, second = asyncio.run(client_in_loop()), asyncio.run(client_in_loop())
     assert first is not second  # each loop gets its own client
+
+
+# --- against the simulator, in every server mode -------------------------------------------------
+
+MODES = [
+    (parser, field)
+    for parser in ("qwen3", "deepseek_r1", "none")
+    for field in ("reasoning", "reasoning_content")
+]
+
+
+@pytest.fixture(scope="module", params=MODES, ids=lambda mode: "-".join(mode))
+def sim_endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
+    parser, field = request.param
+    with serve(
+        profile="instant",
+        reasoning_parser=parser,
+        reasoning_field=field,
+        think_tokens_mean=40,
+        answer_tokens_mean=20,
+    ) as server:
+        yield Endpoint(server.base_url, DEFAULT_MODEL)
+
+
+def has_tags(text: str) -> bool:
+    return "<think>" in text or "</think>" in text
+
+
+@pytest.mark.parametrize("thinking", [True, None, False])
+async def test_every_mode_splits_reasoning_from_answer(sim_endpoint: Endpoint, thinking: bool | None) -> None:
+    model = make_chat_model(thinking, sim_endpoint)
+    replies = [model.invoke("你是谁?"), await model.ainvoke("你是谁?")]
+    streamed = [list(model.stream("你是谁?")), [c async for c in model.astream("你是谁?")]]
+    for chunks in streamed:
+        assert all(REASONING_KEY in chunk.additional_kwargs for chunk in chunks)
+        replies.append(sum(chunks[1:], chunks[0]))
+    for reply in replies:
+        reasoning, answer = reply.additional_kwargs[REASONING_KEY], reply.content
+        assert answer and "模拟" in answer  # the simulator says it is one
+        assert not has_tags(answer) and not has_tags(reasoning)
+        assert bool(reasoning) is (thinking is not False)
+        assert (reasoning, answer) == (
+            replies[0].additional_kwargs[REASONING_KEY],
+            replies[0].content,
+        )  # streamed and not, sync and async: the same split
+        assert reply.usage_metadata["output_tokens"] > 0
+
+
+def test_every_mode_decodes_the_wire_exactly(sim_endpoint: Endpoint) -> None:
+    model = make_chat_model(True, sim_endpoint)
+    payload = model._get_request_payload([HumanMessage("Why is the sky blue?")])
+    raw = httpx.post(f"{sim_endpoint.base_url}/chat/completions", json=payload, timeout=30)
+    message = raw.json()["choices"][0]["message"]
+    reply = model.invoke("Why is the sky blue?")
+    reasoning, answer = reply.additional_kwargs[REASONING_KEY], reply.content
+    field = message.get("reasoning_content", message.get("reasoning"))
+    if field is not None:  # a parser ran: the field and content, untouched
+        assert (reasoning, answer) == (field, message["content"])
+    else:  # no parser: content is "<think>" + reasoning + "</think>" + whitespace + answer
+        before, after = message["content"].split("</think>")
+        assert before == "<think>" + reasoning
+        assert after.lstrip() == answer and after.strip()
+
+
+async def test_cut_inside_thinking(sim_endpoint: Endpoint) -> None:
+    model = make_chat_model(True, sim_endpoint, max_tokens=5)
+    for reply in (await model.ainvoke("你是谁?"), model.invoke("你是谁?", stream=True)):
+        assert reply.content == ""
+        assert reply.additional_kwargs[REASONING_KEY]
+        assert reply.response_metadata["finish_reason"] == "length"
+
+
+def test_plain_chatopenai_drops_reasoning_on_the_simulator(sim_endpoint: Endpoint) -> None:
+    same_sampling = {"temperature": 0.6, "top_p": 0.95, "max_tokens": 2048}
+    plain = ChatOpenAI(model=DEFAULT_MODEL, base_url=sim_endpoint.base_url, api_key="EMPTY", **same_sampling)
+    reply = plain.invoke("你是谁?")
+    assert REASONING_KEY not in reply.additional_kwargs
+    ours = make_chat_model(None, sim_endpoint).invoke("你是谁?")
+    assert ours.additional_kwargs[REASONING_KEY]
+    if "<think>" in reply.content:  # no parser: plain mixes the reasoning into the answer
+        assert reply.content.endswith(ours.content) and ours.content != reply.content
+    else:  # a parser: plain has the answer, the reasoning is gone
+        assert reply.content == ours.content
+
+
+@pytest.fixture(scope="module")
+def qwen3_sim() -> Iterator[Endpoint]:
+    with serve(profile="instant", think_tokens_mean=30, answer_tokens_mean=15) as server:
+        yield Endpoint(server.base_url, DEFAULT_MODEL)
+
+
+def test_blog_extra_body_is_ignored_by_the_server(qwen3_sim: Endpoint) -> None:
+    plain = make_chat_model(None, qwen3_sim).invoke("你是谁?")
+    blog = make_chat_model(
+        None, qwen3_sim, extra_body={"enable_thinking": True, "return_reasoning": True}
+    ).invoke("你是谁?")
+    blog_off = make_chat_model(None, qwen3_sim, extra_body={"enable_thinking": False}).invoke("你是谁?")
+    vllm_off = make_chat_model(False, qwen3_sim).invoke("你是谁?")
+    # the blog's flags change nothing: same reasoning and answer as sending no flag at all...
+    for reply in (blog, blog_off):
+        assert reply.additional_kwargs[REASONING_KEY] == plain.additional_kwargs[REASONING_KEY]
+        assert reply.content == plain.content
+    # ...while the chat_template_kwargs switch really turns thinking off
+    assert plain.additional_kwargs[REASONING_KEY] and not vllm_off.additional_kwargs[REASONING_KEY]
+
+
+def test_three_asyncio_runs_with_one_model(qwen3_sim: Endpoint) -> None:
+    model = make_chat_model(False, qwen3_sim, max_tokens=16)
+    for _ in range(3):
+        reply = asyncio.run(model.ainvoke("你是谁?"))
+        assert reply.content
+    for _ in range(3):
+        chunks = asyncio.run(_collect(model.astream("你是谁?")))
+        assert "".join(chunk.content for chunk in chunks)
+
+
+def test_plain_chatopenai_fails_on_the_second_asyncio_run(qwen3_sim: Endpoint) -> None:
+    # langchain-openai caches one AsyncClient per (base_url, timeout); a timeout no other test
+    # uses gives this test a fresh one. Its pooled connection belongs to the first, closed loop.
+    plain = ChatOpenAI(model=DEFAULT_MODEL, base_url=qwen3_sim.base_url, api_key="EMPTY", timeout=61.25)
+    assert asyncio.run(plain.ainvoke("你是谁?")).content
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        asyncio.run(plain.ainvoke("你是谁?"))
+
+
+async def _collect(aiterator) -> list:
+    return [item async for item in aiterator]

@@ -119,3 +119,12 @@ def test_streams_do_not_share_state() -> None:
         out_b = out_b + second.feed(None, char_b)
     assert out_a + first.close() == Parts("a", "A")
     assert out_b + second.close() == Parts("", "B plain")
+
+
+def test_thinking_off_makes_everything_answer() -> None:
+    stream = ReasoningStream(thinking=False)
+    assert stream.feed("misfiled by deepseek_r1", None) == Parts("", "misfiled by deepseek_r1")
+    assert stream.feed(None, "<think>x</think>y") == Parts("", "<think>x</think>y")
+    assert stream.close() == Parts()
+    assert split_reasoning("a", "b", thinking=False) == Parts("", "ab")
+    assert split_reasoning("a", "b", thinking=True) == Parts("a", "b")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from langchain_openai._compat import httpx
 
-from helpers.reasoning import ReasoningStream, reasoning_field, split_message, split_reasoning
+from helpers.reasoning import Parts, ReasoningStream, reasoning_field, split_message, split_reasoning
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm-0.32"
 PARSERS = ("qwen3-parser", "deepseek-r1-parser", "no-parser")
@@ -126,11 +126,13 @@ def test_thinking_off_is_all_answer(parser: str) -> None:
         if kind == "chat":
             message = transcript.json()["choices"][0]["message"]
             if parser == "deepseek-r1-parser":
-                # The real deepseek_r1 parser puts a reply that has no </think> in the
-                # reasoning even with thinking off (content null): we report what it sent.
-                assert message["content"] is None
-                assert split_message(message).answer == ""
+                # The real deepseek_r1 parser files a reply that has no </think> as reasoning
+                # even with thinking off (content null). Knowing thinking was off, it is answer.
+                assert message["content"] is None and message["reasoning"]
+                assert split_message(message) == Parts(message["reasoning"], "")
+                assert split_message(message, thinking=False) == Parts("", message["reasoning"])
                 continue
+            assert split_message(message, thinking=False) == Parts("", message["content"])
             parts = split_message(message)
             assert parts.reasoning == "" and parts.answer == message["content"]
         else:
