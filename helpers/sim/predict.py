@@ -87,11 +87,13 @@ def predict(
     gaps = steps = batch = 0
     while done < warmup + measured:
         if not scheduler.has_work():
-            # An idle engine starts a step for the first arrival alone.
+            # An idle engine starts a step for the first arrival alone: requests never reach
+            # the server at exactly the same instant, the others join the next step.
             now = max(now, arrivals[0][0])
             scheduler.add(heapq.heappop(arrivals)[2])
-        while arrivals and arrivals[0][0] <= now:
-            scheduler.add(heapq.heappop(arrivals)[2])
+        else:
+            while arrivals and arrivals[0][0] <= now:
+                scheduler.add(heapq.heappop(arrivals)[2])
         step = scheduler.schedule()
         duration = prof.step_time(step.size, step.prefill_tokens)
         if duration == 0.0:

@@ -1,0 +1,103 @@
+"""Shared helpers for the simulator tests: a lean streaming client and transcript loading."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+FIXTURES = Path(__file__).parent / "fixtures" / "vllm-0.32"
+
+
+@dataclass
+class Transcript:
+    """One recorded exchange with a real vLLM 0.32 server."""
+
+    method: str
+    path: str
+    request: dict | bytes | None
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return orjson.loads(self.body)
+
+    def events(self) -> list[bytes]:
+        """The SSE `data:` payloads, in order."""
+        return [line[6:] for line in self.body.split(b"\n") if line.startswith(b"data: ")]
+
+
+def load_transcript(name: str) -> Transcript:
+    raw = (FIXTURES / f"{name}.http").read_bytes()
+    head, _, rest = raw.partition(b"\n\n")
+    lines = head.decode().splitlines()
+    method, path = lines[0].removeprefix("### ").split(" ", 1)
+    request = None
+    if len(lines) > 1 and lines[1].startswith("### request: "):
+        text = lines[1].removeprefix("### request: ").encode()
+        try:
+            request = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            request = text
+    response_head, _, body = rest.partition(b"\n\n")
+    response_lines = response_head.decode().splitlines()
+    status = int(response_lines[0].split()[1])
+    headers = {}
+    for line in response_lines[1:]:
+        name, _, value = line.partition(": ")
+        headers[name.lower()] = value
+    return Transcript(method, path, request, status, headers, body)
+
+
+@dataclass
+class StreamTiming:
+    ttft: float  # POST to the first event with choices (the role chunk)
+    token_times: list[float]  # arrival of each event carrying a token, from the POST
+    usage: dict | None
+
+    @property
+    def mean_itl(self) -> float:
+        times = self.token_times
+        return (times[-1] - times[0]) / (len(times) - 1)
+
+
+async def timed_stream(client: httpx.AsyncClient, payload: dict) -> StreamTiming:
+    """Stream one chat completion and time its events (raw lines, no SDK overhead)."""
+    start = time.perf_counter()
+    ttft = None
+    token_times: list[float] = []
+    usage = None
+    async with client.stream("POST", "/v1/chat/completions", json=payload) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            now = time.perf_counter() - start
+            event = orjson.loads(line[6:])
+            if event["choices"]:
+                if ttft is None:
+                    ttft = now
+                delta = event["choices"][0]["delta"]
+                if "role" not in delta:
+                    token_times.append(now)
+            elif event.get("usage"):
+                usage = event["usage"]
+    assert ttft is not None, "the stream carried no choices"
+    return StreamTiming(ttft, token_times, usage)
+
+
+async def closed_loop(root_url: str, payload: dict, concurrency: int, rounds: int) -> list[StreamTiming]:
+    """`concurrency` clients, each streaming `rounds` requests back to back."""
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=root_url, limits=limits, timeout=60) as client:
+
+        async def worker() -> list[StreamTiming]:
+            return [await timed_stream(client, payload) for _ in range(rounds)]
+
+        results = await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return [timing for per_client in results for timing in per_client]
