@@ -1,0 +1,146 @@
+"""helpers.streaming: events from any server variant, timings, live display; against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+
+import pytest
+from langchain_openai import ChatOpenAI
+
+from helpers.chat import make_chat_model
+from helpers.endpoint import DEFAULT_MODEL, Endpoint
+from helpers.sim import serve
+from helpers.streaming import (
+    LiveDisplay,
+    StreamEvent,
+    StreamTimings,
+    astream_parts,
+    show_stream,
+    stream_with_timings,
+)
+
+PROMPT = "你是谁?"
+
+
+@pytest.fixture(scope="module", params=["qwen3", "deepseek_r1", "none"])
+def sim(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
+    with serve(
+        profile="instant",
+        reasoning_parser=request.param,
+        reasoning_field="reasoning_content" if request.param == "deepseek_r1" else "reasoning",
+        think_tokens_mean=40,
+        answer_tokens_mean=20,
+    ) as server:
+        yield Endpoint(server.base_url, DEFAULT_MODEL)
+
+
+def kinds_in_order(events: list[StreamEvent]) -> list[str]:
+    """The distinct kinds in the order they first appear, collapsing repeats."""
+    order: list[str] = []
+    for event in events:
+        if not order or order[-1] != event.kind:
+            order.append(event.kind)
+    return order
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+async def test_events_reasoning_then_answer(sim: Endpoint, thinking: bool) -> None:
+    model = make_chat_model(thinking, sim)
+    events = [event async for event in astream_parts(model, PROMPT)]
+    assert kinds_in_order(events) == (["reasoning", "answer"] if thinking else ["answer"])
+    assert all(event.text for event in events)
+    reply = await model.ainvoke(PROMPT)
+    assert "".join(e.text for e in events if e.kind == "answer") == reply.content
+    assert (
+        "".join(e.text for e in events if e.kind == "reasoning")
+        == reply.additional_kwargs["reasoning_content"]
+    )
+
+
+async def test_plain_chatopenai_inline_think_is_split_too(sim: Endpoint) -> None:
+    plain = ChatOpenAI(model=DEFAULT_MODEL, base_url=sim.base_url, api_key="EMPTY")
+    events = [event async for event in astream_parts(plain, PROMPT)]
+    answer = "".join(e.text for e in events if e.kind == "answer")
+    assert "<think>" not in answer and "</think>" not in answer
+    if events[0].kind == "reasoning":  # no parser: the think block was inline and got split
+        assert kinds_in_order(events) == ["reasoning", "answer"]
+    else:  # a parser ran and plain ChatOpenAI dropped the reasoning field: answer only
+        assert kinds_in_order(events) == ["answer"]
+
+
+async def test_timings(sim: Endpoint) -> None:
+    result = await stream_with_timings(make_chat_model(True, sim), PROMPT)
+    timings = result.timings
+    assert 0 < timings.ttft_s < timings.first_answer_s <= timings.total_s
+    usage_tokens = timings.completion_tokens
+    assert usage_tokens is not None and usage_tokens >= timings.chunks > 0
+    assert timings.tokens_per_s > 0
+    assert result.reasoning and result.answer
+    off = (await stream_with_timings(make_chat_model(False, sim), PROMPT)).timings
+    assert off.ttft_s == off.first_answer_s
+    assert off.reasoning_tokens in (0, None)
+
+
+def test_timings_arithmetic_and_text() -> None:
+    timings = StreamTimings(started=0.0)
+    timings.ttft_s, timings.first_answer_s, timings.total_s = 0.5, 1.5, 2.5
+    timings.completion_tokens = 41
+    assert timings.tokens_per_s == pytest.approx(20.0)
+    assert str(timings) == (
+        "TTFT 0.500 s, first answer token 1.500 s, 20.0 tokens/s, total 2.500 s (41 tokens)"
+    )
+    empty = StreamTimings()
+    assert empty.tokens_per_s is None
+    assert str(empty).startswith("TTFT n/a, first answer token n/a, n/a tokens/s")
+
+
+async def test_concurrent_streams_keep_their_own_state(sim: Endpoint) -> None:
+    model = make_chat_model(True, sim)
+    prompts = [PROMPT, "Why is the sky blue?", "写一首诗", "What is 2+2?"]
+    alone = [await stream_with_timings(model, prompt) for prompt in prompts]
+    together = await asyncio.gather(*(stream_with_timings(model, prompt) for prompt in prompts))
+    for one, other in zip(alone, together, strict=True):
+        assert (one.reasoning, one.answer) == (other.reasoning, other.answer)
+    assert len({result.answer for result in together}) == len(prompts)
+
+
+async def test_show_stream_in_a_terminal(sim: Endpoint) -> None:
+    out = io.StringIO()
+    result = await show_stream(make_chat_model(True, sim), PROMPT, notebook=False, out=out)
+    text = out.getvalue()
+    assert text == f"[thinking] {result.reasoning}\n[answer] {result.answer}\n"
+    assert "\x1b[" not in text  # not a TTY: no escape codes
+
+
+async def test_show_stream_in_a_notebook_updates_one_display(
+    sim: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import IPython.display
+
+    shown: list[str] = []
+
+    class Handle:
+        def update(self, obj) -> None:
+            shown.append(obj.data)
+
+    def fake_display(obj, display_id: bool = False) -> Handle:
+        assert display_id is True
+        shown.append(obj.data)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    result = await show_stream(make_chat_model(True, sim), PROMPT, notebook=True)
+    assert len(shown) >= 2  # created once, then updated in place
+    final = shown[-1]
+    assert 'style="color:#888;font-style:italic' in final
+    assert final.endswith(f'<div style="white-space:pre-wrap">{result.answer}</div>')
+
+
+def test_html_is_escaped() -> None:
+    view = LiveDisplay(notebook=True)
+    view.reasoning, view.answer = "a < b", "<script>x</script>"
+    assert "&lt;script&gt;" in view.html() and "a &lt; b" in view.html()
+    view.reasoning = "  "
+    assert view.html() == '<div style="white-space:pre-wrap">&lt;script&gt;x&lt;/script&gt;</div>'
