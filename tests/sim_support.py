@@ -33,18 +33,21 @@ class Transcript:
 
 
 def load_transcript(name: str) -> Transcript:
+    """Parse `### METHOD path`, `### request: ...` (optional), then the raw HTTP response."""
     raw = (FIXTURES / f"{name}.http").read_bytes()
-    head, _, rest = raw.partition(b"\n\n")
-    lines = head.decode().splitlines()
-    method, path = lines[0].removeprefix("### ").split(" ", 1)
-    request = None
-    if len(lines) > 1 and lines[1].startswith("### request: "):
-        text = lines[1].removeprefix("### request: ").encode()
-        try:
-            request = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            request = text
-    response_head, _, body = rest.partition(b"\n\n")
+    method = path = ""
+    request: dict | bytes | None = None
+    if raw.startswith(b"### "):
+        head, _, raw = raw.partition(b"\n\n")
+        lines = head.decode().splitlines()
+        method, path = lines[0].removeprefix("### ").split(" ", 1)
+        if len(lines) > 1 and lines[1].startswith("### request: "):
+            text = lines[1].removeprefix("### request: ").encode()
+            try:
+                request = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                request = text
+    response_head, _, body = raw.partition(b"\r\n\r\n")
     response_lines = response_head.decode().splitlines()
     status = int(response_lines[0].split()[1])
     headers = {}
@@ -101,3 +104,28 @@ async def closed_loop(root_url: str, payload: dict, concurrency: int, rounds: in
 
         results = await asyncio.gather(*(worker() for _ in range(concurrency)))
     return [timing for per_client in results for timing in per_client]
+
+
+def shape(value: object) -> object:
+    """The structure of a JSON value: keys in order, types, and nulls (texts and ids ignored)."""
+    if isinstance(value, dict):
+        return [(key, shape(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    if value is None:
+        return None
+    return type(value).__name__
+
+
+def text_or_null(tree: object, names: tuple[str, ...] = ("content", "reasoning")) -> object:
+    """`shape()` output with the given keys' values collapsed (a text may legitimately be null)."""
+    if isinstance(tree, list):
+        return [
+            (item[0], "text-or-null")
+            if isinstance(item, tuple) and item[0] in names
+            else (item[0], text_or_null(item[1]))
+            if isinstance(item, tuple)
+            else text_or_null(item)
+            for item in tree
+        ]
+    return tree

@@ -426,7 +426,15 @@ class StreamResponse(Response):
                     text = ""
                 else:
                     text = tokens[index]
-                events.append(writer.last_token(field, text, reply.finish_reason, reply.stop_reason))
+                events.append(
+                    writer.last_token(
+                        field,
+                        text,
+                        reply.finish_reason,
+                        reply.stop_reason,
+                        fingerprint=not self.completion.chat.include_usage,
+                    )
+                )
                 index += 1
                 continue
             if field is SKIP:

@@ -160,7 +160,16 @@ class ChunkWriter:
                 self._text_cache[text] = encoded
         return prefix + encoded + self._tail
 
-    def last_token(self, field: str, text: str, finish_reason: str, stop_reason: str | None) -> bytes:
+    def last_token(
+        self,
+        field: str,
+        text: str,
+        finish_reason: str,
+        stop_reason: str | None,
+        fingerprint: bool,
+    ) -> bytes:
+        """The chunk with `finish_reason`; it carries `system_fingerprint` unless a usage chunk
+        follows (then the usage chunk does), as in vLLM."""
         return (
             b"data: "
             + self._head
@@ -170,8 +179,8 @@ class ChunkWriter:
             + orjson.dumps(finish_reason)
             + b',"stop_reason":'
             + orjson.dumps(stop_reason)
-            + b',"token_ids":null}],"system_fingerprint":'
-            + orjson.dumps(SYSTEM_FINGERPRINT)
+            + b',"token_ids":null}]'
+            + (b',"system_fingerprint":' + orjson.dumps(SYSTEM_FINGERPRINT) if fingerprint else b"")
             + b"}\n\n"
         )
 
