@@ -115,7 +115,8 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(retryable=True)
     status = status_code(exc)
     if status is None:
-        return Verdict(retryable=False)
+        # LangChain's provider-neutral errors (langchain_core.exceptions.ModelError) say it.
+        return Verdict(retryable=getattr(exc, "is_retryable", False) is True)
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     retryable = status in TRANSIENT_STATUS or status >= 500
@@ -126,8 +127,15 @@ def classify(exc: BaseException) -> Verdict:
     )
 
 
+def _cause(exc: BaseException) -> BaseException | None:
+    return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+
+
 def describe(exc: BaseException) -> str:
-    """One line that says what happened, with the HTTP status and the underlying cause.
+    """One line that says what happened, with the HTTP status and the root cause.
+
+    Wrappers (LangChain's ``OpenAIConnectionError`` around openai's ``APIConnectionError``
+    around httpx's ``RemoteProtocolError``) are followed down to the deepest cause.
 
     >>> try:
     ...     raise ConnectionError("peer gone") from OSError(104, "Connection reset by peer")
@@ -139,11 +147,13 @@ def describe(exc: BaseException) -> str:
     message = str(exc).strip() or type(exc).__name__
     if status is not None and str(status) not in message:
         message = f"HTTP {status}: {message}"
-    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if cause is not None:
-        cause_text = str(cause).strip()
-        if cause_text and cause_text not in message:
-            message += f" (caused by {type(cause).__name__}: {cause_text})"
+    root, seen = exc, {id(exc)}
+    while (cause := _cause(root)) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        root = cause
+    root_text = str(root).strip()
+    if root is not exc and root_text and root_text not in message:
+        message += f" (caused by {type(root).__name__}: {root_text})"
     return message
 
 

@@ -1,23 +1,27 @@
-"""helpers.concurrency.amap with a scripted LangChain chat model: order, retries, timeouts, input.
-
-The same behaviour against the simulator over real HTTP is in test_concurrency_sim.py.
-"""
+"""helpers.concurrency.amap: first with a scripted LangChain chat model (exact control over every
+attempt), then against the simulator over real HTTP with injected faults."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
+import psutil
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_openai import ChatOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
+from helpers.chat import make_chat_model
 from helpers.concurrency import (
     BatchCancelled,
     abatch_as_completed_progress,
@@ -25,8 +29,10 @@ from helpers.concurrency import (
     amap,
     map_prompts,
 )
+from helpers.endpoint import Endpoint
 from helpers.outcomes import outcomes_to_frame, summarize
 from helpers.retry import Backoff
+from helpers.sim import SimServer, serve
 
 FAST = Backoff(base_s=0.001, max_s=0.01, seed=0)
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
@@ -328,3 +334,214 @@ async def test_comparison_helpers_refuse_bad_input() -> None:
         await abatch_limited(scripted(), PROMPTS, max_concurrency=0)
     with pytest.raises(TypeError, match="not str"):
         await abatch_as_completed_progress(scripted(), ["a", 1])
+
+
+# --- Against the simulator (real HTTP, injected faults) -------------------------------------
+
+NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+SHORT = {"think_tokens_mean": 8, "answer_tokens_mean": 8}
+SIM_FAST = Backoff(base_s=0.01, max_s=0.05, seed=0)
+
+
+def plain_chat_openai(server: SimServer, **kwargs: Any) -> ChatOpenAI:
+    """Plain LangChain ChatOpenAI, default SDK retries (max_retries=2) left on purpose."""
+    return ChatOpenAI(base_url=server.base_url, api_key="EMPTY", model="Qwen/Qwen3-0.6B", **kwargs)
+
+
+def requests_seen(server: SimServer) -> int:
+    """Requests the simulator received: finished (any reason, cuts included) plus refused."""
+    text = httpx2.get(f"{server.root_url}/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "vllm:request_success_total":
+                total += sample.value
+            if sample.name == "vllm_sim:injected_faults_total" and sample.labels["kind"] in (
+                "500",
+                "503",
+                "429",
+            ):
+                total += sample.value
+    return int(total)
+
+
+def sockets_to(server: SimServer) -> int:
+    return sum(
+        1
+        for connection in psutil.Process().net_connections(kind="tcp")
+        if connection.raddr and connection.raddr.port == server.port
+    )
+
+
+TRANSIENT_TYPES = {"OpenAIConnectionError", "OpenAIAPIError", "OpenAIRateLimitError"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) -> None:
+    with serve(
+        profile="instant", fail_rate=0.1, rate_limit_rate=0.05, disconnect_rate=0.1, **SHORT
+    ) as server:
+        model = plain_chat_openai(server, max_tokens=64)
+        prompts = [f"question {i}" for i in range(60)]
+        outcomes = asyncio.run(
+            amap(model, prompts, concurrency=16, retries=8, stream=stream, backoff=SIM_FAST)
+        )
+        sent = requests_seen(server)
+    assert [(o.index, o.prompt) for o in outcomes] == list(enumerate(prompts))
+    assert all(o.ok and o.answer and o.finish_reason for o in outcomes), summarize(outcomes)
+    attempts = sum(o.attempts for o in outcomes)
+    assert attempts == sent  # the SDK's own retries are off: every request is counted here
+    assert attempts - len(prompts) == sum(len(o.retried) for o in outcomes) > 0
+    assert {kind for o in outcomes for kind in o.retried} <= TRANSIENT_TYPES
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+def test_sim_with_retries_off_every_fault_is_a_per_item_error(stream: bool) -> None:
+    with serve(
+        profile="instant", fail_rate=0.15, rate_limit_rate=0.1, disconnect_rate=0.15, **SHORT
+    ) as server:
+        model = plain_chat_openai(server, max_tokens=64)
+        outcomes = asyncio.run(
+            amap(model, [f"q{i}" for i in range(60)], retries=0, stream=stream, progress=False)
+        )
+        faults = _injected_faults(server)
+    failed = [o for o in outcomes if not o.ok]
+    assert len(outcomes) == 60 and all(o.attempts == 1 for o in outcomes)
+    assert len(failed) == faults > 0
+    assert {o.error_type for o in failed} <= TRANSIENT_TYPES
+    assert all(o.error and o.answer is None for o in failed)
+    cuts = [o for o in failed if o.error_type == "OpenAIConnectionError"]
+    assert cuts and all("RemoteProtocolError" in o.error for o in cuts)
+
+
+def _injected_faults(server: SimServer) -> int:
+    text = httpx2.get(f"{server.root_url}/metrics").text
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "vllm_sim:injected_faults_total"
+            and sample.labels["kind"] in ("500", "503", "429", "disconnect")
+        )
+    )
+
+
+def test_sim_client_errors_are_not_retried() -> None:
+    with serve(profile="instant", max_model_len=512, **SHORT) as server:
+        too_long = "word " * 2000
+        outcomes = asyncio.run(
+            amap(plain_chat_openai(server, max_tokens=16), ["hello", too_long], progress=False)
+        )
+        wrong_model = ChatOpenAI(base_url=server.base_url, api_key="EMPTY", model="no-such-model")
+        [missing] = asyncio.run(amap(wrong_model, ["hello"], progress=False))
+        sent = requests_seen(server)
+    assert outcomes[0].ok
+    assert outcomes[1].error_type in {"OpenAIInvalidRequestError", "OpenAIContextOverflowError"}
+    assert outcomes[1].attempts == 1 and "maximum context length is 512" in outcomes[1].error
+    assert missing.error_type == "OpenAIModelNotFoundError" and missing.attempts == 1
+    assert "no-such-model" in missing.error
+    assert sent == 1  # the two refused requests were not retried (refusals are not counted)
+
+
+def test_sim_rate_limit_honours_retry_after() -> None:
+    with serve(profile="instant", rate_limit_rate=1.0, **SHORT) as server:
+        [outcome] = asyncio.run(
+            amap(plain_chat_openai(server), ["hello"], retries=1, backoff=SIM_FAST, progress=False)
+        )
+    assert outcome.error_type == "OpenAIRateLimitError" and outcome.attempts == 2
+    assert outcome.latency_s >= 1.0  # the simulator sends Retry-After: 1
+
+
+def test_sim_per_request_timeout() -> None:
+    with serve(profile="l4", answer_tokens_mean=2000) as server:  # ~10 s per reply
+        model = plain_chat_openai(server, max_tokens=2000, extra_body=NO_THINKING)
+        [outcome] = asyncio.run(
+            amap(model, ["hello"], timeout=0.2, retries=1, backoff=SIM_FAST, progress=False)
+        )
+    assert outcome.error_type == "RequestTimeout" and outcome.attempts == 2
+    assert outcome.retried == ["RequestTimeout"]
+
+
+def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> None:
+    """Cancel mid-batch: prompt return, finished outcomes kept, nothing pending, no socket open."""
+    path = tmp_path / "run.jsonl"
+    with serve(profile="l4", answer_tokens_mean=100) as server:
+        model = plain_chat_openai(server, max_tokens=100, extra_body=NO_THINKING)
+
+        async def cancel_mid_batch() -> tuple[BatchCancelled, float, int, int]:
+            before = asyncio.all_tasks()
+            task = asyncio.create_task(
+                amap(model, [f"q{i}" for i in range(24)], concurrency=4, checkpoint=path)
+            )
+            while not path.exists() or len(path.read_text().splitlines()) < 4:
+                await asyncio.sleep(0.01)
+            in_flight = sockets_to(server)
+            task.cancel()
+            started = time.perf_counter()
+            try:
+                await task
+            except BatchCancelled as cancelled:
+                took = time.perf_counter() - started
+                pending = len(asyncio.all_tasks() - before)
+                return cancelled, took, pending, in_flight
+            raise AssertionError("amap finished before it was cancelled")
+
+        cancelled, took, pending, in_flight = asyncio.run(cancel_mid_batch())
+        open_after = sockets_to(server)
+    outcomes = cancelled.outcomes
+    finished = [o for o in outcomes if not o.cancelled]
+    assert in_flight >= 1 and took < 1.0
+    assert pending == 0 and open_after == 0
+    assert len(outcomes) == 24 and 4 <= len(finished) < 24
+    assert all(o.ok for o in finished)
+    assert any(o.cancelled and o.attempts == 1 for o in outcomes)  # stopped while in flight
+
+
+def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    prompts = [f"q{i}" for i in range(12)]
+    with serve(profile="instant", **SHORT) as server:
+        model = plain_chat_openai(server, max_tokens=32)
+        first = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
+        sent_first = requests_seen(server)
+        again = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
+        sent_again = requests_seen(server)
+    assert sent_first == 12 and sent_again == 12
+    assert all(o.from_checkpoint for o in again)
+    assert [o.answer for o in again] == [o.answer for o in first]
+
+
+def test_sim_one_plain_chat_openai_across_three_asyncio_runs() -> None:
+    with serve(profile="instant", **SHORT) as server:
+        model = plain_chat_openai(server, max_tokens=32)
+        for _ in range(3):
+            outcomes = asyncio.run(amap(model, ["a", "b", "c"], progress=False))
+            assert all(o.ok for o in outcomes), summarize(outcomes)
+
+
+def test_sim_reasoning_from_the_kits_chat_model_and_map_prompts() -> None:
+    with serve(profile="instant", **SHORT) as server:
+        model = make_chat_model(thinking=True, endpoint=Endpoint(server.base_url), max_tokens=200)
+        for stream in (False, True):
+            outcomes = map_prompts(model, ["1+1=?", "你好"], stream=stream, progress=False)
+            assert all(o.ok and o.reasoning and o.answer for o in outcomes), outcomes
+            assert all(o.usage and o.usage["reasoning_tokens"] > 0 for o in outcomes)
+
+
+def test_sim_langchain_comparison_helpers() -> None:
+    with serve(profile="instant", fail_rate=0.3, **SHORT) as server:
+        model = plain_chat_openai(server, max_tokens=32, max_retries=0)
+        prompts = [f"q{i}" for i in range(20)]
+
+        async def both() -> tuple[list, list]:  # one loop: plain ChatOpenAI's client is loop-bound
+            limited = await abatch_limited(model, prompts, max_concurrency=4)
+            completed = await abatch_as_completed_progress(model, prompts, max_concurrency=4, progress=False)
+            return limited, completed
+
+        limited, completed = asyncio.run(both())
+    for results in (limited, completed):
+        assert len(results) == 20
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert errors and all(isinstance(e, openai.InternalServerError) for e in errors)
+        assert all(isinstance(r, AIMessage) for r in results if r not in errors)

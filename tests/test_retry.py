@@ -70,6 +70,13 @@ def test_connection_problems_timeouts_and_cut_streams_are_retried(error: Excepti
     assert classify(error).retryable
 
 
+def test_langchains_provider_neutral_errors_say_whether_to_retry() -> None:
+    from langchain_core.exceptions import ModelConnectionError, ModelInvalidRequestError
+
+    assert classify(ModelConnectionError("unreachable")).retryable
+    assert not classify(ModelInvalidRequestError("bad")).retryable
+
+
 @pytest.mark.parametrize("error", [ValueError("bad"), KeyError("x"), RuntimeError("bug")])
 def test_errors_of_the_client_code_are_not_retried(error: Exception) -> None:
     assert not classify(error).retryable
@@ -146,3 +153,17 @@ def test_describe_gives_the_status_and_the_cause() -> None:
         text = describe(error)
     assert text == "Connection error. (caused by ConnectError: All connection attempts failed)"
     assert describe(ValueError()) == "ValueError"
+
+
+def test_describe_follows_wrappers_down_to_the_root_cause() -> None:
+    try:
+        try:
+            try:
+                raise httpx2.RemoteProtocolError("peer closed connection")
+            except httpx2.RemoteProtocolError as inner:
+                raise openai.APIConnectionError(request=REQUEST) from inner
+        except openai.APIConnectionError as middle:
+            raise RuntimeError("Connection error.") from middle
+    except RuntimeError as error:
+        text = describe(error)
+    assert text == "Connection error. (caused by RemoteProtocolError: peer closed connection)"
