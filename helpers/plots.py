@@ -258,10 +258,13 @@ def _require(frame: pd.DataFrame, columns: Sequence[str]) -> None:
 
 
 def _log2_axis(ax: Axes, values: pd.Series) -> None:
+    """Ticks at the measured points; a log-2 scale when they span a factor of 8 or more."""
     finite = values[np.isfinite(values.astype(float))]
+    if finite.empty:
+        return
     if len(finite) > 2 and finite.min() > 0 and finite.max() / finite.min() >= 8:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(finite, [f"{v:g}" for v in finite])
+    ax.set_xticks(finite, [f"{v:g}" for v in finite])
 
 
 def _x_label(x: str) -> str:

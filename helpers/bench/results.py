@@ -138,6 +138,7 @@ def collect_metadata(
     base_url: str | None = None,
     model: str | None = None,
     *,
+    endpoint: Any = None,
     server_kind: str | None = None,
     sim_profile: str | None = None,
     api_key: str | None = None,
@@ -145,10 +146,18 @@ def collect_metadata(
 ) -> dict[str, Any]:
     """Where and when a benchmark ran: endpoint, model, server kind and version, packages, machine.
 
-    The server version comes from ``GET /version`` (vLLM and the simulator answer it); the API key is
-    only used for that request and never stored.
+    ``endpoint`` (a :class:`helpers.endpoint.Endpoint`) fills base URL, model and key. The server
+    version comes from ``GET /version`` (vLLM and the simulator answer it; the simulator's ends in
+    ``+qwen-sim``); the API key is only used for that request and never stored.
     """
+    if endpoint is not None:
+        base_url = base_url or endpoint.base_url
+        model = model or endpoint.model
+        if api_key is None and getattr(endpoint, "api_key", None) is not None:
+            api_key = endpoint.api_key.get_secret_value()
     server_version = _server_version(base_url, api_key) if base_url else None
+    if server_kind is None and server_version is not None:
+        server_kind = "simulator" if "sim" in server_version.lower() else "vllm"
     return {
         "endpoint": _without_credentials(base_url) if base_url else None,
         "model": model,

@@ -1,0 +1,58 @@
+"""Benchmark engine: load generators, request paths, vLLM-style metrics, results on disk.
+
+Kept apart like vLLM's ``benchmarks/serve.py``: *targets* time one request (the lean httpx SSE
+reader or a LangChain model), *load generators* decide when requests are sent, *metrics* turn
+request records into per-run figures, *results* save and load them with their metadata.
+
+Example (in a notebook cell; in a script wrap it in ``asyncio.run``)::
+
+    from helpers.bench import LeanClient, run_closed_loop, summarize
+    client = LeanClient(endpoint.base_url, endpoint.model, max_tokens=128)
+    run = await run_closed_loop(client, ["你是谁?"] * 20, concurrency=20)
+    summarize(run)["request_throughput"]
+"""
+
+from helpers.bench.lean_client import LeanClient
+from helpers.bench.load import (
+    arrival_offsets,
+    run_closed_loop,
+    run_open_loop,
+    run_serial,
+    run_threads,
+)
+from helpers.bench.metrics import SLO, max_concurrency, requests_frame, summarize, summary_frame
+from helpers.bench.records import RequestRecord, RunResult
+from helpers.bench.results import (
+    BenchResult,
+    collect_metadata,
+    load_result,
+    machine_info,
+    save_result,
+)
+from helpers.bench.sweep import ideal_frame, sweep_concurrency, sweep_rates
+from helpers.bench.targets import LangChainTarget
+
+__all__ = [
+    "SLO",
+    "BenchResult",
+    "LangChainTarget",
+    "LeanClient",
+    "RequestRecord",
+    "RunResult",
+    "arrival_offsets",
+    "collect_metadata",
+    "ideal_frame",
+    "load_result",
+    "machine_info",
+    "max_concurrency",
+    "requests_frame",
+    "run_closed_loop",
+    "run_open_loop",
+    "run_serial",
+    "run_threads",
+    "save_result",
+    "summarize",
+    "summary_frame",
+    "sweep_concurrency",
+    "sweep_rates",
+]

@@ -1,0 +1,64 @@
+"""The ``python -m helpers.bench`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from helpers.bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_runs_as_a_module():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "helpers.bench", "--help"], capture_output=True, text=True, env=env,
+        cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--concurrency" in done.stdout and "vllm bench serve" in done.stdout
+
+
+def test_closed_sweep_on_the_simulator_saves_results_and_plots(tmp_path, capsys):
+    code = main(
+        ["--sim", "instant", "--concurrency", "1,2,4", "--num-prompts", "8", "--max-tokens", "16",
+         "--ignore-eos", "--slo-ttft-ms", "1000", "--name", "cli", "--results-dir", str(tmp_path),
+         "--plots", "--no-progress"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "closed c=4" in out and "profile instant" in out
+    summary = pd.read_csv(tmp_path / "cli_summary.csv")
+    assert summary["concurrency"].tolist() == [1, 2, 4]
+    assert summary["completed"].tolist() == [8, 8, 8]
+    assert summary["total_output_tokens"].tolist() == [128, 128, 128]
+    assert summary["good_requests"].tolist() == [8, 8, 8]
+    metadata = json.loads((tmp_path / "cli.json").read_text())["metadata"]
+    assert metadata["sim_profile"] == "instant" and metadata["server_kind"] == "simulator"
+    assert "--concurrency 1,2,4" in metadata["command"]
+    for plot in ("timeline", "cdf", "knee", "ttft-vs-throughput"):
+        assert (tmp_path / f"cli-{plot}.png").stat().st_size > 10_000
+
+
+def test_serial_langchain_run(tmp_path, capsys):
+    code = main(
+        ["--sim", "instant", "--path", "langchain", "--mode", "serial", "--no-stream",
+         "--num-prompts", "3", "--max-tokens", "8", "--results-dir", str(tmp_path), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert "serial c=1" in capsys.readouterr().out
+
+
+def test_bad_arguments_say_what_to_do(capsys):
+    assert main(["--mode", "serial"]) == 2
+    assert "--path langchain" in capsys.readouterr().err
+    assert main(["--concurrency", "0,4"]) == 2
+    assert "must be > 0" in capsys.readouterr().err
+    assert main(["--no-stream", "--slo-ttft-ms", "100"]) == 2
+    assert "need streamed requests" in capsys.readouterr().err
