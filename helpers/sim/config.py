@@ -50,6 +50,12 @@ class SimConfig:
             raise ValueError("time_scale must be positive (2.0 runs twice as fast as the model)")
         if self.coalesce < 1:
             raise ValueError("coalesce must be at least 1 token per chunk")
+        for name in ("fail_rate", "rate_limit_rate", "disconnect_rate", "latency_spike_rate"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {rate}")
+        if self.fail_rate + self.rate_limit_rate + self.disconnect_rate > 1.0:
+            raise ValueError("fail_rate + rate_limit_rate + disconnect_rate must not exceed 1")
         if self.max_model_len < 16:
             raise ValueError("max_model_len must be at least 16")
 

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import os
 import select
@@ -172,7 +173,9 @@ def _read_port(process: subprocess.Popen, timeout: float) -> int:
         ready, _, _ = select.select([stdout], [], [], 0.1)
         if ready:
             data = os.read(stdout.fileno(), 256)
-            if not data:
+            if not data:  # the child closed stdout: it is exiting
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(5.0)
                 break
             buffer += data
             if b"\n" in buffer:

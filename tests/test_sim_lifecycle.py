@@ -1,0 +1,159 @@
+"""The simulator process: free port, readiness, stop, and never an orphan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from helpers.sim import SimServerError, serve
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    """True once `pid` has exited (a zombie counts as exited)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_free_port_health_and_idempotent_stop():
+    server = serve(profile="instant", port=0)
+    try:
+        assert server.port > 0 and server.config["port"] == server.port
+        assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+        assert server.root_url == f"http://127.0.0.1:{server.port}"
+        assert httpx.get(server.root_url + "/health").status_code == 200
+        assert server.profile.name == "instant" and server.config["profile"] == "instant"
+        assert server.pid != os.getpid() and server.is_running()
+    finally:
+        server.stop()
+    server.stop()
+    assert gone(server.pid)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.root_url + "/health")
+
+
+def test_two_servers_get_two_ports():
+    with serve(profile="instant") as one, serve(profile="instant") as two:
+        assert one.port != two.port
+
+
+def test_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SimServerError, match="exited with code"):
+            serve(profile="instant", port=taken.getsockname()[1], startup_timeout=10)
+
+
+PARENT = textwrap.dedent(
+    """
+    import os, sys, time
+    from helpers.sim import serve
+    server = serve(profile="instant")
+    print(server.pid, flush=True)
+    if sys.argv[1] == "exit":
+        os._exit(0)  # no atexit, no stop(): only the child's own watchdogs can end it
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_no_orphan_after_the_parent_ends(how):
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, how], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        sim_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(sim_pid)
+        if how == "sigkill":
+            parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert gone(sim_pid), f"simulator {sim_pid} outlived its parent ({how})"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_server_started_from_a_worker_thread_survives_the_thread():
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("server", serve(profile="instant")))
+    worker.start()
+    worker.join()
+    server = box["server"]
+    try:
+        time.sleep(0.5)
+        assert httpx.get(server.root_url + "/health").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_cli_help_lists_the_options():
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.sim", "--help"], capture_output=True, text=True, check=True
+    )
+    for option in (
+        "--port",
+        "--profile",
+        "--reasoning-parser",
+        "--reasoning-field",
+        "--served-model-name",
+        "--api-key",
+        "--time-scale",
+        "--fail-rate",
+        "--rate-limit-rate",
+        "--disconnect-rate",
+        "--latency-spike",
+        "--max-num-seqs",
+        "--host",
+    ):
+        assert option in result.stdout, option
+
+
+def test_cli_serves_until_terminated():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helpers.sim", "--port", "0", "--profile", "instant"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("SIM_READY port=")
+        port = int(line.split("=")[1])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["Qwen/Qwen3-0.6B", "Qwen-0.6B"]
+    finally:
+        process.terminate()
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert process.wait(10) in (0, -signal.SIGTERM)
+
+
+def test_cli_rejects_bad_settings_with_a_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.sim", "--fail-rate", "2"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "fail_rate must be between 0 and 1" in result.stderr
