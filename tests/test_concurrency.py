@@ -545,3 +545,66 @@ def test_sim_langchain_comparison_helpers() -> None:
         errors = [r for r in results if isinstance(r, Exception)]
         assert errors and all(isinstance(e, openai.InternalServerError) for e in errors)
         assert all(isinstance(r, AIMessage) for r in results if r not in errors)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+KERNEL_SETUP = """
+import asyncio, sys, psutil
+from langchain_openai import ChatOpenAI
+from helpers.concurrency import amap, map_prompts
+model = ChatOpenAI(base_url="{base_url}", api_key="EMPTY", model="Qwen-0.6B", max_tokens=100,
+                   extra_body={{"chat_template_kwargs": {{"enable_thinking": False}}}})
+baseline_tasks = len(asyncio.all_tasks())
+"""
+KERNEL_CHECK = """
+cancelled = sys.last_value
+print(type(cancelled).__name__, sum(not o.cancelled for o in cancelled.outcomes),
+      len(cancelled.outcomes), len(asyncio.all_tasks()) - baseline_tasks,
+      sum(1 for c in psutil.Process().net_connections(kind="tcp")
+          if c.raddr and c.raddr.port == {port}))
+"""
+
+
+def test_sim_interrupting_a_notebook_cell_keeps_finished_outcomes(tmp_path: Path) -> None:
+    """The notebook's interrupt button on `await amap(...)` and on `map_prompts(...)`."""
+    from jupyter_client.manager import start_new_kernel
+
+    path = tmp_path / "run.jsonl"
+    printed: list[str] = []
+
+    def collect(message: dict) -> None:
+        if message["msg_type"] == "stream":
+            printed.append(message["content"]["text"])
+
+    with serve(profile="l4", answer_tokens_mean=100) as server:
+        manager, client = start_new_kernel(kernel_name="python3", cwd=str(REPO_ROOT))
+        try:
+            setup = KERNEL_SETUP.format(base_url=server.base_url)
+            assert client.execute_interactive(setup, timeout=60)["content"]["status"] == "ok"
+            for call in ("await amap", "map_prompts"):
+                cell = (
+                    f"outcomes = {call}(model, [f'q{{i}}' for i in range(24)], concurrency=4, "
+                    f"checkpoint={str(path)!r}, progress=False)"
+                )
+                path.unlink(missing_ok=True)
+                message_id = client.execute(cell)
+                while not path.exists() or len(path.read_text().splitlines()) < 4:
+                    time.sleep(0.01)
+                manager.interrupt_kernel()
+                interrupted = time.perf_counter()
+                reply = client.get_shell_msg(timeout=30)
+                while reply["parent_header"].get("msg_id") != message_id:
+                    reply = client.get_shell_msg(timeout=30)
+                assert time.perf_counter() - interrupted < 5.0
+                assert reply["content"]["ename"] == "BatchCancelled", reply["content"]
+                printed.clear()
+                check = KERNEL_CHECK.format(port=server.port)
+                client.execute_interactive(check, timeout=60, output_hook=collect)
+                name, finished, total, tasks_left, sockets_left = "".join(printed).split()
+                assert name == "BatchCancelled" and total == "24"
+                assert 4 <= int(finished) < 24
+                assert (tasks_left, sockets_left) == ("0", "0")
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
