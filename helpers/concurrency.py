@@ -96,6 +96,19 @@ def _checked_prompts(prompts: Sequence[str]) -> list[str]:
     return prompt_list
 
 
+def _check_model(model: object) -> None:
+    if isinstance(model, type):
+        raise TypeError(
+            f"model must be a chat model instance, got the class {model.__name__}; "
+            f"create one first, e.g. {model.__name__}(base_url=..., model=...)."
+        )
+    if not callable(getattr(model, "ainvoke", None)):
+        raise TypeError(
+            f"model must be a LangChain chat model (with .ainvoke), got {type(model).__name__}; "
+            "for example helpers.chat.make_chat_model() or ChatOpenAI(base_url=..., model=...)."
+        )
+
+
 def _check_settings(concurrency: int, retries: int, timeout: float | None) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
         raise TypeError(f"concurrency must be an int >= 1, got {concurrency!r}.")
@@ -406,6 +419,7 @@ async def amap(
         outcomes = await amap(model, prompts, concurrency=32, retries=3, timeout=30)
         failed = [o for o in outcomes if not o.ok]
     """
+    _check_model(model)
     prompt_list = _checked_prompts(prompts)
     _check_settings(concurrency, retries, timeout)
     store = Checkpoint(checkpoint) if checkpoint is not None else None
@@ -441,6 +455,7 @@ def map_prompts(
     Ctrl-C (or the notebook's interrupt button) cancels the batch and raises
     :class:`BatchCancelled` with the outcomes so far.
     """
+    _check_model(model)
     prompt_list = _checked_prompts(prompts)
     _check_settings(concurrency, retries, timeout)
     return run(

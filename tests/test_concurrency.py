@@ -281,6 +281,17 @@ async def test_bad_input_is_refused_before_any_request(
     assert model.calls == []
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [(ScriptedModel, "got the class ScriptedModel"), ("gpt", "LangChain chat model")],
+)
+async def test_something_that_is_not_a_model_instance_is_refused(model: Any, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        await amap(model, ["a"], progress=False)
+    with pytest.raises(TypeError, match=message):
+        map_prompts(model, ["a"], progress=False)
+
+
 async def test_a_model_with_hidden_retries_gets_a_warning() -> None:
     class RetryingModel(ScriptedModel):
         max_retries: int = 2
