@@ -1,0 +1,160 @@
+"""The latency model: scheduler rules, predict() against the calibration data, and the live
+engine against predict()."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+
+import httpx
+import pytest
+from sim_support import closed_loop
+
+from helpers.sim import PROFILES, predict, serve
+from helpers.sim.scheduler import Scheduler, Sequence
+from helpers.sim.tokens import count_prompt_tokens
+
+
+def test_scheduler_admits_fifo_up_to_max_num_seqs():
+    scheduler = Scheduler(max_num_seqs=2, max_num_batched_tokens=1000)
+    seqs = [Sequence(prompt_tokens=10, output_len=3) for _ in range(3)]
+    for seq in seqs:
+        scheduler.add(seq)
+    step = scheduler.schedule()
+    assert [s for s, _ in step.prefill] == seqs[:2] and list(scheduler.waiting) == [seqs[2]]
+    emitted, finished = scheduler.complete(step)
+    assert emitted == seqs[:2] and not finished  # first token at the end of the prefill
+    for _ in range(2):
+        emitted, finished = scheduler.complete(scheduler.schedule())
+    assert finished == seqs[:2]
+    step = scheduler.schedule()
+    assert [s for s, _ in step.prefill] == [seqs[2]]
+
+
+def test_scheduler_chunks_prefill_within_the_token_budget():
+    scheduler = Scheduler(max_num_seqs=8, max_num_batched_tokens=100)
+    decoding = Sequence(prompt_tokens=5, output_len=50)
+    scheduler.add(decoding)
+    scheduler.complete(scheduler.schedule())
+    long_prompt = Sequence(prompt_tokens=250, output_len=5)
+    scheduler.add(long_prompt)
+    chunks = []
+    while long_prompt.generated == 0:
+        step = scheduler.schedule()
+        assert step.decode == [decoding]  # running sequences keep decoding
+        assert step.prefill_tokens <= 99
+        chunks.append(step.prefill_tokens)
+        scheduler.complete(step)
+    assert chunks == [99, 99, 52]
+
+
+def test_step_time_is_linear_in_batch_and_prefill():
+    l4 = PROFILES["l4"]
+    assert l4.step_time(0, 0) == 0.0
+    assert l4.step_time(1, 0) == pytest.approx(0.0051, rel=0.01)
+    assert l4.step_time(32, 0) == pytest.approx(0.0071, rel=0.01)
+    assert l4.step_time(1, 1000) - l4.step_time(1, 0) == pytest.approx(0.022)
+    assert all(p.source for p in PROFILES.values())
+    assert PROFILES["t4"].estimate and "ESTIMATE" in PROFILES["t4"].source
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "ttft_ms", "itl_ms", "tokens_per_s"),
+    [(1, 27, 5.1, 168), (8, 61, 5.5, 1312), (16, 104, 6.0, 2277), (32, 135, 7.1, 3773)],
+)
+def test_l4_prediction_reproduces_the_published_sweep(concurrency, ttft_ms, itl_ms, tokens_per_s):
+    """calibration.md, L4 sweep (p50 values; the model predicts means): ITL and throughput within
+    15%, TTFT (the noisiest) within 20%."""
+    p = predict("l4", concurrency, prompt_tokens=256, output_tokens=128)
+    assert p.ttft_s * 1000 == pytest.approx(ttft_ms, rel=0.20)
+    assert p.itl_s * 1000 == pytest.approx(itl_ms, rel=0.15)
+    assert p.output_throughput == pytest.approx(tokens_per_s, rel=0.15)
+
+
+def test_a100_prediction_reproduces_the_published_point():
+    """calibration.md, A100 at concurrency 1: TTFT 12.4 ms (128 in), 21 ms (1024 in), TPOT 4.2."""
+    assert predict("a100", 1, 128, 128).ttft_s * 1000 == pytest.approx(12.4, rel=0.05)
+    assert predict("a100", 1, 1024, 128).ttft_s * 1000 == pytest.approx(21, rel=0.05)
+    assert predict("a100", 1, 128, 128).itl_s * 1000 == pytest.approx(4.2, rel=0.05)
+
+
+def test_prediction_scales_with_time_scale_and_queues_beyond_max_num_seqs():
+    base, fast = predict("l4", 8, 100, 50), predict("l4", 8, 100, 50, time_scale=10)
+    assert fast.itl_s == pytest.approx(base.itl_s / 10)
+    assert fast.request_throughput == pytest.approx(base.request_throughput * 10)
+    queued = predict("l4", 16, 100, 50, max_num_seqs=4)
+    assert queued.mean_running <= 4
+    assert queued.ttft_s > 3 * predict("l4", 4, 100, 50).ttft_s
+
+
+def _mean_timings(root_url: str, payload: dict, concurrency: int, rounds: int):
+    timings = asyncio.run(closed_loop(root_url, payload, concurrency, rounds))
+    steady = [t for i, t in enumerate(timings) if i % rounds]  # each client's first is warm-up
+    return statistics.mean(t.ttft for t in steady), statistics.mean(t.mean_itl for t in steady)
+
+
+def test_live_ttft_and_itl_match_the_prediction():
+    """At 1 and 32 concurrent streams, TTFT and ITL are within 10% of predict().
+
+    time_scale 0.25 (4x slower than an L4) keeps the HTTP stack's own ~2 ms per request small
+    next to the modelled latencies, so what is measured is the engine, not the client.
+    """
+    time_scale, output_tokens = 0.25, 32
+    messages = [{"role": "user", "content": "Summarise: " + " ".join(["batching"] * 240)}]
+    prompt_tokens = count_prompt_tokens(messages, enable_thinking=False)
+    payload = {
+        "messages": messages,
+        "max_tokens": output_tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    with serve(profile="l4", time_scale=time_scale) as server:
+        for concurrency, rounds in ((1, 4), (32, 3)):
+            ttft, itl = _mean_timings(server.root_url, payload, concurrency, rounds)
+            expected = predict("l4", concurrency, prompt_tokens, output_tokens, time_scale)
+            assert ttft == pytest.approx(expected.ttft_s, rel=0.10), concurrency
+            assert itl == pytest.approx(expected.itl_s, rel=0.10), concurrency
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+async def test_waiting_requests_are_visible_in_metrics():
+    payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "ignore_eos": True}
+    with serve(profile="l4", max_num_seqs=2) as server:
+        async with httpx.AsyncClient(base_url=server.root_url, timeout=30) as client:
+            requests = [
+                asyncio.create_task(client.post("/v1/chat/completions", json=payload)) for _ in range(6)
+            ]
+            await asyncio.sleep(0.25)
+            metrics = (await client.get("/metrics")).text
+            responses = await asyncio.gather(*requests)
+    assert all(r.status_code == 200 for r in responses)
+    assert _metric(metrics, "vllm:num_requests_running") == 2
+    assert _metric(metrics, "vllm:num_requests_waiting") == 4
+
+
+async def test_engine_lag_is_counted_when_the_simulator_cannot_keep_up():
+    # 500x faster than an L4: 16 streams need a step every ~11 us, far below what one Python
+    # process turns around, so steps end late and /metrics must say so.
+    payload = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 100,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with serve(profile="l4", time_scale=500) as server:
+        async with httpx.AsyncClient(base_url=server.root_url, timeout=30) as client:
+            responses = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=payload) for _ in range(16))
+            )
+            metrics = (await client.get("/metrics")).text
+    assert all(r.status_code == 200 for r in responses)
+    assert _metric(metrics, "vllm_sim:engine_lag_steps_total") > 0
+    assert _metric(metrics, "vllm_sim:engine_lag_seconds_total") > 0
+    assert _metric(metrics, "vllm:generation_tokens_total") == 1600
