@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 _PIECE = re.compile(
     r"(?P<word> ?[A-Za-z]+)"
@@ -42,18 +43,21 @@ GENERATION_PROMPT_TOKENS = 3  # <|im_start|> assistant \n
 THINKING_DISABLED_TOKENS = 4  # <think> \n\n </think> \n\n
 
 
+_WORDS = re.compile(r"[A-Za-z]+")
+_DIGITS = re.compile(r"\d")
+_CJK_RUNS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_NEWLINE_RUNS = re.compile(r"\n+")
+_OTHER = re.compile(r"[^A-Za-z\d\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+@lru_cache(maxsize=4096)
 def count_text_tokens(text: str) -> int:
-    """Approximate Qwen3 token count of `text`."""
-    total = 0
-    for match in _PIECE.finditer(text):
-        kind = match.lastgroup
-        if kind == "word":
-            total += 1 + (len(match.group().lstrip()) - 1) // 8
-        elif kind == "cjk":
-            total += _cjk_pieces(len(match.group()))
-        elif kind != "space":
-            total += 1
-    return total
+    """Approximate Qwen3 token count of `text` (same rules as `split_tokens`, counted in C)."""
+    words = _WORDS.findall(text)
+    total = len(words) + sum((len(word) - 1) // 8 for word in words if len(word) > 8)
+    total += len(_DIGITS.findall(text)) + len(_NEWLINE_RUNS.findall(text))
+    total += sum(_cjk_pieces(len(run)) for run in _CJK_RUNS.findall(text))
+    return total + len(_OTHER.findall(text))
 
 
 def _cjk_pieces(length: int) -> int:

@@ -1,0 +1,249 @@
+"""How much load the simulator itself can carry before it stops following its own model.
+
+Three measurements, load from client processes separate from the server (raw httpx, lines only):
+
+1. Streamed ITL on the `l4` profile at rising concurrency: the highest concurrency at which the
+   measured mean ITL stays within 10% of `predict()`, and the SSE chunks per second emitted there.
+2. The HTTP stack's ceiling for streaming: chunks per second on `instant` (no model time at all).
+3. Non-streamed requests per second on `instant`.
+
+Run: `python -m benchmarks.bench_sim` (a few minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass
+
+import httpx
+import psutil
+
+from helpers.sim import predict, serve
+from helpers.sim.tokens import count_prompt_tokens
+
+CLIENT_PROCESSES = 2
+WARMUP_S = 1.5
+MEASURE_S = 5.0
+ITL_TOLERANCE = 0.10
+L4_CONCURRENCIES = (16, 32, 64, 128, 256)
+OUTPUT_TOKENS = 128
+MESSAGES = [{"role": "user", "content": "Summarise: " + " ".join(["batching"] * 240)}]
+STREAM_PAYLOAD = {
+    "messages": MESSAGES,
+    "max_tokens": OUTPUT_TOKENS,
+    "ignore_eos": True,
+    "stream": True,
+    "chat_template_kwargs": {"enable_thinking": False},
+}
+
+
+@dataclass
+class RequestRecord:
+    start: float
+    end: float
+    ttft: float
+    tokens: int
+    mean_itl: float
+
+
+# ---- load generation (runs in client processes) -------------------------------------------
+
+
+async def _stream_once(client: httpx.AsyncClient, payload: dict) -> RequestRecord:
+    start = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=payload) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {") or '"choices":[]' in line:
+                continue
+            now = time.perf_counter()
+            if '"role"' in line:
+                continue
+            if tokens == 0:
+                first = now
+            last = now
+            tokens += 1
+    itl = (last - first) / (tokens - 1) if tokens > 1 else 0.0
+    return RequestRecord(start, last, first - start, tokens, itl)
+
+
+async def _post_once(client: httpx.AsyncClient, payload: dict) -> RequestRecord:
+    start = time.perf_counter()
+    response = await client.post("/v1/chat/completions", json=payload)
+    response.raise_for_status()
+    end = time.perf_counter()
+    return RequestRecord(start, end, end - start, 1, 0.0)
+
+
+async def _closed_loop(root_url: str, payload: dict, workers: int, stop_at: float) -> list:
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    call = _stream_once if payload.get("stream") else _post_once
+    async with httpx.AsyncClient(base_url=root_url, limits=limits, timeout=120) as client:
+
+        async def worker() -> list[RequestRecord]:
+            records = []
+            while time.perf_counter() < stop_at:
+                records.append(await call(client, payload))
+            return records
+
+        per_worker = await asyncio.gather(*(worker() for _ in range(workers)))
+    return [record for records in per_worker for record in records]
+
+
+def _client_process(root_url: str, payload: dict, workers: int, stop_at_wall: float, queue) -> None:
+    # perf_counter is per-process; convert the shared wall-clock deadline.
+    stop_at = time.perf_counter() + (stop_at_wall - time.time())
+    records = asyncio.run(_closed_loop(root_url, payload, workers, stop_at))
+    offset = time.time() - time.perf_counter()
+    queue.put([(r.start + offset, r.end + offset, r.ttft, r.tokens, r.mean_itl) for r in records])
+
+
+def run_load(root_url: str, payload: dict, concurrency: int) -> tuple[list[RequestRecord], float]:
+    """Closed loop of `concurrency` from CLIENT_PROCESSES processes; (records in window, window)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    begin = time.time()
+    stop_at = begin + WARMUP_S + MEASURE_S + 2.0  # startup of the spawned processes
+    shares = [
+        concurrency // CLIENT_PROCESSES + (i < concurrency % CLIENT_PROCESSES)
+        for i in range(CLIENT_PROCESSES)
+    ]
+    processes = [
+        context.Process(target=_client_process, args=(root_url, payload, share, stop_at, queue))
+        for share in shares
+        if share
+    ]
+    for process in processes:
+        process.start()
+    rows = [row for _ in processes for row in queue.get()]
+    for process in processes:
+        process.join()
+    window_start = stop_at - MEASURE_S
+    records = [RequestRecord(*row) for row in rows if row[0] >= window_start - MEASURE_S]
+    measured = [r for r in records if r.start >= window_start - MEASURE_S / 2 and r.end <= stop_at]
+    return measured, MEASURE_S
+
+
+# ---- measurement ---------------------------------------------------------------------------
+
+
+def scrape(root_url: str, name: str) -> float:
+    text = httpx.get(root_url + "/metrics").text
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def measure_streaming(profile: str, concurrency: int, **serve_args) -> dict:
+    with serve(profile=profile, **serve_args) as server:
+        tokens_before = scrape(server.root_url, "vllm:generation_tokens_total")
+        lag_before = scrape(server.root_url, "vllm_sim:engine_lag_seconds_total")
+        cpu_before, began = cpu_seconds(server.pid), time.time()
+        records, _ = run_load(server.root_url, STREAM_PAYLOAD, concurrency)
+        elapsed, cpu = time.time() - began, cpu_seconds(server.pid) - cpu_before
+        tokens = scrape(server.root_url, "vllm:generation_tokens_total") - tokens_before
+        lag = scrape(server.root_url, "vllm_sim:engine_lag_seconds_total") - lag_before
+    complete = [r for r in records if r.tokens == OUTPUT_TOKENS]
+    span = max(r.end for r in complete) - min(r.start for r in complete)
+    return {
+        "concurrency": concurrency,
+        "requests": len(complete),
+        "mean_itl_s": statistics.mean(r.mean_itl for r in complete),
+        "mean_ttft_s": statistics.mean(r.ttft for r in complete),
+        "chunks_per_s": sum(r.tokens for r in complete) / span,
+        "server_tokens_per_s": tokens / elapsed,
+        "server_cpu_per_chunk_s": cpu / tokens if tokens else float("nan"),
+        "engine_lag_s": lag,
+    }
+
+
+def measure_non_streamed(concurrency: int) -> dict:
+    payload = {**STREAM_PAYLOAD, "stream": False, "max_tokens": 16}
+    with serve(profile="instant") as server:
+        cpu_before = cpu_seconds(server.pid)
+        records, _ = run_load(server.root_url, payload, concurrency)
+        total = scrape(server.root_url, "vllm:e2e_request_latency_seconds_count")
+        cpu = cpu_seconds(server.pid) - cpu_before
+    span = max(r.end for r in records) - min(r.start for r in records)
+    return {
+        "concurrency": concurrency,
+        "requests": len(records),
+        "requests_per_s": len(records) / span,
+        "server_cpu_per_request_s": cpu / total if total else float("nan"),
+    }
+
+
+# ---- reporting -----------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def main() -> dict:
+    """Run the three measurements, print them, and return the figures."""
+    print(
+        f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start; clients: "
+        f"{CLIENT_PROCESSES} processes, raw httpx"
+    )
+    prompt_tokens = count_prompt_tokens(MESSAGES, enable_thinking=False)
+    print(f"\n1. l4 profile, streamed, {prompt_tokens} prompt / {OUTPUT_TOKENS} output tokens")
+    print(
+        f"{'conc':>5} {'ITL ms':>8} {'model ms':>9} {'error':>7} {'TTFT ms':>8} "
+        f"{'model ms':>9} {'chunks/s':>9} {'lag s':>6}"
+    )
+    best = None
+    for concurrency in L4_CONCURRENCIES:
+        row = measure_streaming("l4", concurrency)
+        model = predict("l4", concurrency, prompt_tokens, OUTPUT_TOKENS)
+        error = row["mean_itl_s"] / model.itl_s - 1
+        print(
+            f"{concurrency:>5} {row['mean_itl_s'] * 1e3:>8.2f} {model.itl_s * 1e3:>9.2f} "
+            f"{error:>+7.1%} {row['mean_ttft_s'] * 1e3:>8.1f} {model.ttft_s * 1e3:>9.1f} "
+            f"{row['chunks_per_s']:>9,.0f} {row['engine_lag_s']:>6.2f}"
+        )
+        if abs(error) <= ITL_TOLERANCE:
+            best = row
+        else:
+            break
+    if best:
+        print(
+            f"=> highest concurrency within {ITL_TOLERANCE:.0%} of the model: "
+            f"{best['concurrency']}, {best['chunks_per_s']:,.0f} chunks/s emitted"
+        )
+    else:
+        print("=> ITL is off the model by more than 10% even at the lowest concurrency")
+
+    print("\n2. HTTP stack ceiling: instant profile, streamed")
+    ceiling = max((measure_streaming("instant", c) for c in (16, 64)), key=lambda r: r["chunks_per_s"])
+    print(
+        f"   {ceiling['chunks_per_s']:,.0f} chunks/s at concurrency {ceiling['concurrency']} "
+        f"(server counted {ceiling['server_tokens_per_s']:,.0f} tokens/s over the whole run)"
+    )
+
+    print("\n3. instant profile, non-streamed (16 output tokens)")
+    non_streamed = max((measure_non_streamed(c) for c in (16, 64)), key=lambda r: r["requests_per_s"])
+    print(f"   {non_streamed['requests_per_s']:,.0f} requests/s at concurrency {non_streamed['concurrency']}")
+    return {"l4": best, "stream_ceiling": ceiling, "non_streamed": non_streamed}
+
+
+if __name__ == "__main__":
+    main()
