@@ -341,8 +341,8 @@ class _Batch:
                 self.failed += 1
             if self.store is not None:
                 self.store.append(outcome)
-            self.bar.update(1)
             self._show_counts()
+            self.bar.update(1)
 
     def _show_counts(self) -> None:
         self.bar.set_postfix({"ok": self.ok, "failed": self.failed, "retries": self.retried}, refresh=False)

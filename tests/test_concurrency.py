@@ -393,7 +393,7 @@ def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) 
         profile="instant", fail_rate=0.1, rate_limit_rate=0.05, disconnect_rate=0.1, **SHORT
     ) as server:
         model = plain_chat_openai(server, max_tokens=64)
-        prompts = [f"question {i}" for i in range(60)]
+        prompts = [f"question {i}" for i in range(40)]
         outcomes = asyncio.run(
             amap(model, prompts, concurrency=16, retries=8, stream=stream, backoff=SIM_FAST)
         )
