@@ -464,6 +464,15 @@ def test_sim_rate_limit_honours_retry_after() -> None:
     assert outcome.latency_s >= 1.0  # the simulator sends Retry-After: 1
 
 
+def test_sim_sdk_retries_are_off_also_for_a_bound_model() -> None:
+    with serve(profile="instant", rate_limit_rate=1.0, **SHORT) as server:
+        bound = plain_chat_openai(server).bind(stop=["###"])  # ChatOpenAI's max_retries: 2
+        [outcome] = asyncio.run(amap(bound, ["hello"], retries=0, progress=False))
+        sent = requests_seen(server)
+    assert outcome.error_type == "OpenAIRateLimitError" and outcome.attempts == 1
+    assert sent == 1
+
+
 def test_sim_per_request_timeout() -> None:
     with serve(profile="l4", answer_tokens_mean=2000) as server:  # ~10 s per reply
         model = plain_chat_openai(server, max_tokens=2000, extra_body=NO_THINKING)
