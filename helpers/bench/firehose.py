@@ -169,7 +169,7 @@ def main() -> None:
     import uvicorn
 
     app = make_app(args.chunks, args.events_per_write)
-    options = {"log_level": "warning", "access_log": False, "loop": "auto", "http": "auto"}
+    options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": 120}
     if args.fd is not None:
         os.set_inheritable(args.fd, True)
         uvicorn.run(app, fd=args.fd, **options)

@@ -1,0 +1,261 @@
+"""Client-side costs: CPU per request of four ways to call, throughput against the model, chunks/s.
+
+Three measurements, each side by side in one run, the server in its own process:
+
+1. Overhead on the ``instant`` simulator (non-streamed, 64 in flight): CPU time per request of raw
+   httpx (the lean client), ``openai.AsyncOpenAI``, LangChain ``ainvoke`` + ``gather`` and
+   ``helpers.concurrency.amap``. Target: amap adds at most 10% over ainvoke + gather.
+2. The client is not the bottleneck: closed loops at concurrency 1-64 (non-streamed) on the ``l4``
+   profile reach at least 95% of the throughput the simulator's model predicts. The simulator's own
+   lag (steps it ended late because ITS CPU was busy) is shown next to it.
+3. Streaming: SSE chunks per second one process reads through the lean client, openai and
+   LangChain ``astream``, from the firehose server (never the limit). Target: lean >= 20,000/s.
+
+Run: ``python -m benchmarks.bench_client`` (or ``make bench`` for every benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import openai
+import pandas as pd
+
+from helpers.bench import LangChainTarget, LeanClient, machine_info, run_closed_loop, summarize
+from helpers.bench.firehose import serve_firehose
+from helpers.bench.server_metrics import metrics_delta, scrape_metrics
+from helpers.chat import make_chat_model
+from helpers.concurrency import amap
+from helpers.endpoint import Endpoint
+from helpers.sim import predict, serve
+
+PROMPT = "你是谁?"
+NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+OVERHEAD_REQUESTS = 384
+OVERHEAD_CONCURRENCY = 64
+OVERHEAD_ROUNDS = 3
+SWEEP_PROFILE = "l4"
+SWEEP_CONCURRENCIES = (1, 4, 16, 64)
+SWEEP_OUTPUT_TOKENS = 128
+
+
+async def _bounded(calls: list[Callable[[], Awaitable]], concurrency: int) -> list:
+    """``asyncio.gather`` with at most ``concurrency`` calls in flight."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(call: Callable[[], Awaitable]):
+        async with slots:
+            return await call()
+
+    return await asyncio.gather(*(one(call) for call in calls))
+
+
+async def _overhead(server) -> pd.DataFrame:
+    """CPU per request of four client stacks, rounds interleaved so noise hits all alike."""
+    endpoint = Endpoint(server.base_url, server.model, kind="simulator")
+    body = {"ignore_eos": True, **NO_THINKING}
+    lean = LeanClient(server.base_url, server.model, max_tokens=16, stream=False, extra_body=body)
+    sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+    model = make_chat_model(False, endpoint, max_tokens=16, max_retries=0, extra_body={"ignore_eos": True})
+    prompts = [PROMPT] * OVERHEAD_REQUESTS
+
+    async def raw_httpx() -> int:
+        run = await run_closed_loop(lean, prompts, concurrency=OVERHEAD_CONCURRENCY)
+        return run.completed
+
+    async def openai_sdk() -> int:
+        def call():
+            return sdk.chat.completions.create(
+                model=server.model, messages=[{"role": "user", "content": PROMPT}], max_tokens=16,
+                extra_body=body,
+            )  # fmt: skip
+
+        replies = await _bounded([call] * OVERHEAD_REQUESTS, OVERHEAD_CONCURRENCY)
+        return sum(reply.usage.completion_tokens == 16 for reply in replies)
+
+    async def langchain_gather() -> int:
+        replies = await _bounded([lambda: model.ainvoke(PROMPT)] * OVERHEAD_REQUESTS, OVERHEAD_CONCURRENCY)
+        return sum(reply.usage_metadata["output_tokens"] == 16 for reply in replies)
+
+    async def helpers_amap() -> int:
+        outcomes = await amap(model, prompts, concurrency=OVERHEAD_CONCURRENCY, progress=False)
+        return sum(outcome.ok for outcome in outcomes)
+
+    ways = {
+        "raw httpx (lean client)": raw_httpx,
+        "openai AsyncOpenAI": openai_sdk,
+        "LangChain ainvoke + gather": langchain_gather,
+        "helpers amap": helpers_amap,
+    }
+    for way in ways.values():  # warm-up: connections, imports, caches
+        await way()
+    cpu: dict[str, list[float]] = {name: [] for name in ways}
+    rate: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(OVERHEAD_ROUNDS):
+        for name, way in ways.items():
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            completed = await way()
+            cpu_s, wall_s = time.process_time() - cpu_start, time.perf_counter() - wall_start
+            if completed != OVERHEAD_REQUESTS:
+                raise RuntimeError(f"{name}: only {completed} of {OVERHEAD_REQUESTS} completed")
+            cpu[name].append(1000 * cpu_s / OVERHEAD_REQUESTS)
+            rate[name].append(OVERHEAD_REQUESTS / wall_s)
+    await sdk.close()
+    await lean.aclose()
+    return pd.DataFrame(
+        {
+            "client": list(ways),
+            "cpu_ms_per_request": [statistics.median(cpu[name]) for name in ways],
+            "requests_per_s": [statistics.median(rate[name]) for name in ways],
+        }
+    )
+
+
+async def _not_bottleneck(server) -> pd.DataFrame:
+    """Closed loops, non-streamed, lean and LangChain, against the model's own prediction."""
+    endpoint = Endpoint(server.base_url, server.model, kind="simulator")
+    body = {"ignore_eos": True, **NO_THINKING}
+    tokens = SWEEP_OUTPUT_TOKENS
+    targets = {
+        "lean": LeanClient(server.base_url, server.model, max_tokens=tokens, stream=False, extra_body=body),
+        "langchain": LangChainTarget(
+            make_chat_model(
+                False, endpoint, max_tokens=tokens, max_retries=0, extra_body={"ignore_eos": True}
+            )
+        ),
+    }
+    rows = []
+    for concurrency in SWEEP_CONCURRENCIES:
+        requests = max(8, 4 * concurrency)
+        for path, target in targets.items():
+            await run_closed_loop(target, [PROMPT] * concurrency, concurrency=concurrency)  # warm-up
+            before = scrape_metrics(server.root_url)
+            run = await run_closed_loop(target, [PROMPT] * requests, concurrency=concurrency)
+            server_view = metrics_delta(before, scrape_metrics(server.root_url))
+            summary = summarize(run)
+            prompt_tokens = run.records[0].prompt_tokens or 1
+            ideal = predict(
+                profile=SWEEP_PROFILE,
+                concurrency=concurrency,
+                prompt_tokens=prompt_tokens,
+                output_tokens=tokens,
+            )
+            rows.append(
+                {
+                    "path": path,
+                    "concurrency": concurrency,
+                    "failed": summary["failed"],
+                    "measured_req_per_s": summary["request_throughput"],
+                    "model_req_per_s": ideal.request_throughput,
+                    "ratio": summary["request_throughput"] / ideal.request_throughput,
+                    "client_cpu_ms_per_request": summary["cpu_ms_per_request"],
+                    "sim_late_steps": int(server_view.get("vllm_sim:engine_lag_steps_total", 0)),
+                    "sim_lag_ms": 1000 * server_view.get("vllm_sim:engine_lag_seconds_total", 0.0),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+async def _streaming(server) -> pd.DataFrame:
+    """Chunks per second read by one process (one event loop) through three client stacks."""
+    endpoint = Endpoint(server.base_url, "firehose")
+    lean = LeanClient(server.base_url, "firehose", max_tokens=server.chunks)
+    sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+    model = make_chat_model(False, endpoint, max_tokens=server.chunks, max_retries=0)
+
+    async def openai_stream() -> int:  # a failure propagates: the SDK has no record to keep
+        stream = await sdk.chat.completions.create(
+            model="firehose", messages=[{"role": "user", "content": PROMPT}], stream=True,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+        return sum([1 async for chunk in stream if chunk.choices])
+
+    async def openai_run(requests: int) -> int:
+        return sum(await _bounded([openai_stream] * requests, 32))
+
+    async def lean_run(requests: int) -> int:
+        run = await run_closed_loop(lean, [PROMPT] * requests, concurrency=32)
+        return sum(record.chunks for record in run.records if record.ok)
+
+    async def langchain_run(requests: int) -> int:
+        target = LangChainTarget(model, stream=True)
+        run = await run_closed_loop(target, [PROMPT] * requests, concurrency=32)
+        for record in run.records:
+            if not record.ok:
+                print(f"   LangChain stream failed: {record.error}")
+        return sum(record.chunks for record in run.records if record.ok)
+
+    ways = {
+        "lean httpx SSE reader": (lean_run, 640),
+        "openai AsyncOpenAI stream": (openai_run, 160),
+        "LangChain astream (helpers.chat)": (langchain_run, 96),
+    }
+    rows = []
+    for name, (way, requests) in ways.items():
+        await way(32)  # warm-up
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        chunks = await way(requests)
+        cpu_s, wall_s = time.process_time() - cpu_start, time.perf_counter() - wall_start
+        rows.append(
+            {
+                "client": name,
+                "chunks": chunks,
+                "complete_replies": chunks / (server.chunks + 1),
+                "chunks_per_s": chunks / wall_s,
+                "chunks_per_cpu_s": chunks / cpu_s,
+                "cpu_us_per_chunk": 1e6 * cpu_s / chunks,
+            }
+        )
+    await sdk.close()
+    await lean.aclose()
+    return pd.DataFrame(rows)
+
+
+def _verdict(met: bool) -> str:
+    return "MET" if met else "MISSED"
+
+
+def main() -> None:
+    machine = machine_info()
+    print(f"machine: {machine['nproc']} CPU {machine['cpu_model']}, Python {machine['python']}")
+    pd.set_option("display.width", 160)
+
+    with serve(profile="instant") as server:
+        overhead = asyncio.run(_overhead(server))
+    print(f"\n1. Client overhead on the 'instant' simulator ({OVERHEAD_REQUESTS} non-streamed requests, "
+          f"{OVERHEAD_CONCURRENCY} in flight, median of {OVERHEAD_ROUNDS} interleaved rounds)")  # fmt: skip
+    print(overhead.round(2).to_string(index=False))
+    per_request = overhead.set_index("client")["cpu_ms_per_request"]
+    extra = per_request["helpers amap"] / per_request["LangChain ainvoke + gather"] - 1
+    print(
+        f"   amap over ainvoke + gather: {extra:+.1%} CPU per request "
+        f"(target <= +10%): {_verdict(extra <= 0.10)}"
+    )
+
+    with serve(profile=SWEEP_PROFILE) as server:
+        sweep = asyncio.run(_not_bottleneck(server))
+    print(f"\n2. Throughput against the model ('{SWEEP_PROFILE}' profile, non-streamed, "
+          f"{SWEEP_OUTPUT_TOKENS} output tokens, closed loop)")  # fmt: skip
+    print(sweep.round(3).to_string(index=False))
+    worst = sweep.groupby("path")["ratio"].min()
+    for path, ratio in worst.items():
+        print(
+            f"   {path}: lowest measured/model ratio {ratio:.1%} (target >= 95%): {_verdict(ratio >= 0.95)}"
+        )
+
+    with serve_firehose(chunks=200) as server:
+        streaming = asyncio.run(_streaming(server))
+    print(
+        "\n3. Streaming: chunks per second read by one process "
+        "(firehose server, 200 chunks a reply, 32 streams)"
+    )
+    print(streaming.round(1).to_string(index=False))
+    lean_rate = streaming.set_index("client").loc["lean httpx SSE reader", "chunks_per_s"]
+    print(f"   lean path: {lean_rate:,.0f} chunks/s (target >= 20,000): {_verdict(lean_rate >= 20_000)}")
+
+
+if __name__ == "__main__":
+    main()
