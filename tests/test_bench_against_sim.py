@@ -108,3 +108,14 @@ def test_ideal_frame_is_the_simulators_prediction():
     assert list(frame["concurrency"]) == [1, 32]
     assert frame.loc[0, "ttft_ms"] == pytest.approx(27, abs=1)  # the L4 calibration point
     assert frame.loc[1, "output_throughput"] > 10 * frame.loc[0, "output_throughput"]
+
+
+async def test_server_metrics_give_the_servers_own_view(sim):
+    from helpers.bench.server_metrics import histogram_mean, metrics_delta, scrape_metrics
+
+    before = scrape_metrics(sim.root_url)
+    run = await run_closed_loop(lean(sim, max_tokens=8, extra_body=NO_THINKING), PROMPTS, concurrency=4)
+    change = metrics_delta(before, scrape_metrics(sim.root_url))
+    assert change["vllm:time_to_first_token_seconds_count"] == run.completed == len(PROMPTS)
+    assert histogram_mean(change, "vllm:time_to_first_token_seconds") >= 0
+    assert math.isnan(histogram_mean(change, "no_such_histogram"))
