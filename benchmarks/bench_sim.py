@@ -31,7 +31,7 @@ CLIENT_PROCESSES = 2
 WARMUP_S = 1.5
 MEASURE_S = 5.0
 ITL_TOLERANCE = 0.10
-L4_CONCURRENCIES = (16, 32, 64, 128, 256)
+L4_CONCURRENCIES = (1, 8, 32, 64, 128, 256)
 OUTPUT_TOKENS = 128
 MESSAGES = [{"role": "user", "content": "Summarise: " + " ".join(["batching"] * 240)}]
 STREAM_PAYLOAD = {
@@ -234,14 +234,22 @@ def main() -> dict:
 
     print("\n2. HTTP stack ceiling: instant profile, streamed")
     ceiling = max((measure_streaming("instant", c) for c in (16, 64)), key=lambda r: r["chunks_per_s"])
+    per_chunk = ceiling["server_cpu_per_chunk_s"]
     print(
-        f"   {ceiling['chunks_per_s']:,.0f} chunks/s at concurrency {ceiling['concurrency']} "
-        f"(server counted {ceiling['server_tokens_per_s']:,.0f} tokens/s over the whole run)"
+        f"   {ceiling['chunks_per_s']:,.0f} chunks/s at concurrency {ceiling['concurrency']}; "
+        f"server CPU {per_chunk * 1e6:.1f} us per chunk = {1 / per_chunk:,.0f} chunks/s "
+        "per fully used core"
     )
 
     print("\n3. instant profile, non-streamed (16 output tokens)")
     non_streamed = max((measure_non_streamed(c) for c in (16, 64)), key=lambda r: r["requests_per_s"])
-    print(f"   {non_streamed['requests_per_s']:,.0f} requests/s at concurrency {non_streamed['concurrency']}")
+    per_request = non_streamed["server_cpu_per_request_s"]
+    print(
+        f"   {non_streamed['requests_per_s']:,.0f} requests/s at concurrency "
+        f"{non_streamed['concurrency']}; server CPU {per_request * 1e6:.0f} us per request = "
+        f"{1 / per_request:,.0f} requests/s per fully used core"
+    )
+    print(f"\nLoad average at the end: {os.getloadavg()[0]:.1f} (other processes share the cores)")
     return {"l4": best, "stream_ceiling": ceiling, "non_streamed": non_streamed}
 
 
