@@ -221,6 +221,7 @@ def plot_ttft_vs_throughput(
                 xytext=(4, 6),
                 fontsize=8,
             )
+    ax.margins(x=0.15, y=0.1)
     ax.set_xlabel("output tokens per second")
     ax.set_ylabel(f"{percentile} TTFT (ms)")
     ax.grid(alpha=0.3)
@@ -233,7 +234,7 @@ def _figure(panels: int, title: str, subtitle: str, vertical: bool = False) -> t
         fig = Figure(figsize=(10, 1.2 + 2.6 * panels), layout="constrained")
         axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     else:
-        fig = Figure(figsize=(5.2 * panels + 1, 4.6), layout="constrained")
+        fig = Figure(figsize=(max(8.5, 5.2 * panels + 1), 4.6), layout="constrained")
         axes = fig.subplots(1, panels, squeeze=False)[0]
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=12)
     return fig, list(axes)
