@@ -32,6 +32,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -39,7 +41,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from tqdm.auto import tqdm
 
@@ -213,6 +215,15 @@ def _usage(message: BaseMessage) -> dict[str, int] | None:
     return {key: value for key, value in usage.items() if value is not None}
 
 
+def _joined(chunks: list[Any]) -> Any:
+    """All streamed chunks as one message (one merge, not one per chunk), or None if none came."""
+    if not chunks:
+        return None
+    if isinstance(chunks[0], AIMessageChunk):
+        return chunks[0] + chunks[1:]
+    return functools.reduce(operator.add, chunks)
+
+
 def _finish_reason(message: BaseMessage) -> str | None:
     metadata = message.response_metadata or {}
     return metadata.get("finish_reason") or metadata.get("stop_reason")
@@ -249,14 +260,11 @@ class _Batch:
         assert self.model is not None
         if self.stream:
             kwargs = {"stream_usage": True} if hasattr(self.model, "stream_usage") else {}
-            reply = None
-            chunks = 0
-            async for chunk in self.model.astream(prompt, self.config, **kwargs):
-                reply = chunk if reply is None else reply + chunk
-                chunks += 1
+            chunks = [chunk async for chunk in self.model.astream(prompt, self.config, **kwargs)]
+            reply = _joined(chunks)
             if reply is None or not _finish_reason(reply):
                 raise IncompleteStream(
-                    f"the stream ended after {chunks} chunks without a finish_reason (cut "
+                    f"the stream ended after {len(chunks)} chunks without a finish_reason (cut "
                     "mid-way); the partial answer was discarded"
                 )
             return reply
