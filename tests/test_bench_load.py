@@ -174,3 +174,11 @@ async def test_langchain_failure_is_a_record(firehose_model):
     broken = make_chat_model(endpoint=Endpoint("http://127.0.0.1:9/v1", "m"), max_retries=0, timeout=5)
     run = await run_closed_loop(LangChainTarget(broken), ["p", "q"], concurrency=2)
     assert run.failed == 2 and all("Connection" in r.error for r in run.records)
+
+
+async def test_firehose_has_no_nagle_stall_on_kept_alive_connections(firehose):
+    """Regression: with uvicorn's fd= option the accepted sockets kept Nagle on: 40 ms per reply."""
+    client = LeanClient(firehose.base_url, "firehose")
+    run = await run_closed_loop(client, ["p"] * 21, concurrency=1, warmup=1)
+    assert run.completed == 21
+    assert sorted(r.ttft_s for r in run.records)[10] < 0.025

@@ -169,12 +169,15 @@ def main() -> None:
     import uvicorn
 
     app = make_app(args.chunks, args.events_per_write)
-    options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": 120}
-    if args.fd is not None:
-        os.set_inheritable(args.fd, True)
-        uvicorn.run(app, fd=args.fd, **options)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=120)
+    if args.fd is None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", args.port))
     else:
-        uvicorn.run(app, host="127.0.0.1", port=args.port, **options)
+        # socket(fileno=...) detects AF_INET, so asyncio sets TCP_NODELAY on accepted connections
+        # (uvicorn's own fd= option assumes AF_UNIX and leaves Nagle on: 40 ms stalls).
+        listener = socket.socket(fileno=args.fd)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":
