@@ -41,8 +41,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import openai
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_openai._compat import httpx  # the httpx flavour the openai SDK is built on
 from tqdm.auto import tqdm
 
 from helpers.checkpoint import Checkpoint
@@ -152,9 +154,6 @@ async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> Asyn
             )
         yield model
         return
-    import openai
-    from langchain_openai._compat import httpx  # the httpx flavour the openai SDK uses
-
     own_pool = None
     if getattr(chat_model, "http_async_client", None) is None:
         limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
