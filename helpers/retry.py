@@ -152,7 +152,9 @@ def describe(exc: BaseException) -> str:
         seen.add(id(cause))
         root = cause
     root_text = str(root).strip()
-    if root is not exc and root_text and root_text not in message:
+    if root is not exc and not root_text:
+        message += f" (caused by {type(root).__name__})"
+    elif root is not exc and root_text not in message:
         message += f" (caused by {type(root).__name__}: {root_text})"
     return message
 

@@ -167,3 +167,14 @@ def test_describe_follows_wrappers_down_to_the_root_cause() -> None:
     except RuntimeError as error:
         text = describe(error)
     assert text == "Connection error. (caused by RemoteProtocolError: peer closed connection)"
+
+
+def test_describe_names_a_root_cause_that_has_no_message() -> None:
+    """The server dying mid-response gives httpx2.ReadError('') under 'Connection error.'."""
+    try:
+        try:
+            raise httpx2.ReadError("", request=REQUEST)
+        except httpx2.ReadError as inner:
+            raise openai.APIConnectionError(request=REQUEST) from inner
+    except openai.APIConnectionError as error:
+        assert describe(error) == "Connection error. (caused by ReadError)"
