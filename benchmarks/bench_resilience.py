@@ -104,7 +104,7 @@ def fault_of(outcome: Outcome) -> str | None:
     """The injected fault a failed outcome's error names, or None if it names none."""
     text = outcome.error or ""
     if outcome.error_type == "RequestTimeout":
-        return "latency_spike"
+        return "timeout"  # a latency spike, or a reply slowed by an overloaded machine
     if match := re.search(r"\b(500|503|429)\b", text):
         return match.group(1)
     if outcome.error_type == "IncompleteStream" or re.search(
@@ -167,7 +167,8 @@ class MatrixResult:
                 f"    requests sent {self.attempts} (server received {self.server_requests}); "
                 f"faults injected {injected} ({100 * injected / max(1, self.server_requests):.1f}% "
                 f"of requests): {faults}",
-                f"    failures by the fault their error names: {causes}; "
+                f"    failures by the cause their error names (timeout: a spike, or an overloaded "
+                f"machine): {causes}; "
                 f"failures naming no cause: {self.failures_without_cause}",
             ]
         )
