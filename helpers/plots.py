@@ -1,7 +1,9 @@
 """Benchmark plots (matplotlib, no display needed): each is saved as a PNG and returned as a Figure.
 
-Figures are built without ``pyplot``, so they work under the Agg backend and show once in Jupyter
-(return the figure as the cell's last expression). Inputs are the DataFrames of
+Figures are built without ``pyplot`` (no GUI, no global state, nothing shown twice) and know how
+to show themselves: in Jupyter, a plot returned as the cell's last expression appears inline as a
+PNG, with or without ``%matplotlib inline``. PNGs go to ``$QWEN_RESULTS_DIR`` if set, else
+``data/results/`` (or to ``path=``). Inputs are the DataFrames of
 :class:`helpers.bench.results.BenchResult` (``.summary`` and ``.requests``).
 
 Example:
@@ -10,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,8 +21,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-from helpers.bench.results import RESULTS_DIR
+from helpers.bench.results import default_results_dir
 
 PERCENTILE_STYLES = {"median": "-", "p90": "--", "p99": ":"}
 METRIC_NAMES = {
@@ -30,6 +34,16 @@ METRIC_NAMES = {
     "e2el": "end-to-end latency",
 }
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+FAILED_COLOR = "#d62728"
+
+
+class InlineFigure(Figure):
+    """A matplotlib Figure that Jupyter shows as a PNG (``_repr_png_``) without pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
 
 
 def plot_sync_vs_async(
@@ -172,27 +186,28 @@ def plot_timeline(
     groups = list(requests.groupby(by, sort=False))
     fig, axes = _figure(len(groups), "Request timeline", subtitle, vertical=True)
     end = requests["end_s"].max()
+    has_ttft = "ttft_s" in requests and bool(requests["ttft_s"].notna().any())
     for i, (ax, (label, group)) in enumerate(zip(axes, groups, strict=True)):
         color = COLORS[i % len(COLORS)]
         rows = np.arange(len(group))
-        colors = [color if ok else "#d62728" for ok in group["ok"]]
+        colors = [color if ok else FAILED_COLOR for ok in group["ok"]]
         ax.barh(rows, group["end_s"] - group["start_s"], left=group["start_s"], color=colors)
-        if "ttft_s" in group and group["ttft_s"].notna().any():
+        if has_ttft:
             ax.barh(rows, group["ttft_s"].fillna(0), left=group["start_s"], color="black", alpha=0.35)
         ax.set_xlim(0, end * 1.02)
         ax.invert_yaxis()
         ax.set_ylabel("request")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         duration = group["end_s"].max() - group["start_s"].min()
         ax.set_title(f"{label}: {len(group)} requests in {duration:.2f} s")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(
-        handles=[
-            Patch(color="black", alpha=0.35, label="waiting for the first token (TTFT)"),
-            Patch(color="#d62728", label="failed"),
-        ],
-        loc="lower right",
-        fontsize=8,
-    )
+    handles = []
+    if has_ttft:
+        handles.append(Patch(color="black", alpha=0.35, label="waiting for the first token (TTFT)"))
+    if not requests["ok"].all():
+        handles.append(Patch(color=FAILED_COLOR, label="failed request"))
+    if handles:  # below the panels, where it covers no bar
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     axes[-1].set_xlabel("time since the run started (s)")
     return _save(fig, name, path)
 
@@ -231,17 +246,17 @@ def plot_ttft_vs_throughput(
 
 def _figure(panels: int, title: str, subtitle: str, vertical: bool = False) -> tuple[Figure, list]:
     if vertical:
-        fig = Figure(figsize=(10, 1.2 + 2.6 * panels), layout="constrained")
+        fig = InlineFigure(figsize=(10, 1.2 + 2.6 * panels), layout="constrained")
         axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     else:
-        fig = Figure(figsize=(max(8.5, 5.2 * panels + 1), 4.6), layout="constrained")
+        fig = InlineFigure(figsize=(max(8.5, 5.2 * panels + 1), 4.6), layout="constrained")
         axes = fig.subplots(1, panels, squeeze=False)[0]
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=12)
     return fig, list(axes)
 
 
 def _save(fig: Figure, name: str, path: str | Path | None) -> Figure:
-    target = Path(path) if path is not None else RESULTS_DIR / f"{name}.png"
+    target = Path(path) if path is not None else default_results_dir() / f"{name}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=110)
     return fig

@@ -55,6 +55,14 @@ def test_serial_langchain_run(tmp_path, capsys):
     assert "serial c=1" in capsys.readouterr().out
 
 
+def test_results_go_to_qwen_results_dir_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QWEN_RESULTS_DIR", str(tmp_path))  # set after helpers.bench was imported
+    code = main(["--sim", "instant", "--concurrency", "2", "--num-prompts", "2", "--max-tokens", "4",
+                 "--name", "default-dir", "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().out
+    assert (tmp_path / "default-dir.json").exists()
+
+
 def test_bad_arguments_say_what_to_do(capsys):
     assert main(["--mode", "serial"]) == 2
     assert "--path langchain" in capsys.readouterr().err

@@ -11,8 +11,10 @@ import pytest
 from helpers.bench.metrics import SLO
 from helpers.bench.records import RequestRecord, RunResult
 from helpers.bench.results import (
+    REPO_RESULTS_DIR,
     BenchResult,
     collect_metadata,
+    default_results_dir,
     describe_metadata,
     load_result,
     save_result,
@@ -96,3 +98,16 @@ def test_bad_name_and_missing_file_are_clear_errors(tmp_path):
         save_result(make_result(), "a/b", tmp_path)
     with pytest.raises(FileNotFoundError, match="save_result"):
         load_result("nothing-here", tmp_path)
+
+
+def test_results_dir_follows_the_environment_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_RESULTS_DIR", str(tmp_path / "scratch"))
+    assert default_results_dir() == tmp_path / "scratch"
+    paths = save_result(make_result(), "by-env")
+    assert paths["json"] == tmp_path / "scratch" / "by-env.json"
+    assert load_result("by-env").runs[1].records[0].output_tokens == 7
+    monkeypatch.delenv("QWEN_RESULTS_DIR")
+    assert default_results_dir() == REPO_RESULTS_DIR
+    assert REPO_RESULTS_DIR.parts[-2:] == ("data", "results")
+    monkeypatch.setenv("QWEN_RESULTS_DIR", "")  # empty means unset
+    assert default_results_dir() == REPO_RESULTS_DIR

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from helpers import plots
@@ -72,7 +73,7 @@ def test_each_plot_saves_a_png(tmp_path):
 
 
 def test_default_path_is_under_results_dir_by_name(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("QWEN_RESULTS_DIR", str(tmp_path))  # read when the plot is saved
     plots.plot_latency_cdf(sweep_result().requests, name="my-cdf")
     assert is_png(tmp_path / "my-cdf.png")
 
@@ -83,3 +84,43 @@ def test_wrong_frame_is_a_clear_error(tmp_path):
         plots.plot_knee(result.requests, path=tmp_path / "x.png")
     with pytest.raises(ValueError, match="empty"):
         plots.plot_timeline(result.requests.iloc[:0], path=tmp_path / "x.png")
+
+
+def test_figures_display_inline_without_pyplot(tmp_path):
+    """Jupyter shows a PNG, not the text ``<Figure ...>``, with no ``%matplotlib inline``."""
+    from IPython.core.formatters import PNGFormatter
+
+    figure = plots.plot_latency_cdf(sweep_result().requests, path=tmp_path / "cdf.png")
+    png = PNGFormatter()(figure)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def timeline_requests(ttft: bool, failed: bool):
+    """A sequential staircase: request i runs from i to i + 1 s."""
+    records = [
+        RequestRecord(i, float(i), i + 1.0, ttft_s=0.3 if ttft else None, ok=not (failed and i == 5))
+        for i in range(6)
+    ]
+    return BenchResult([RunResult(records, duration_s=6.0, settings={"generator": "serial"})]).requests
+
+
+def legend_texts(figure) -> list[str]:
+    legends = [*figure.legends, *(ax.get_legend() for ax in figure.axes)]
+    return [text.get_text() for legend in legends if legend is not None for text in legend.get_texts()]
+
+
+@pytest.mark.parametrize(("ttft", "failed"), [(False, False), (True, False), (False, True), (True, True)])
+def test_timeline_legend_lists_only_what_is_drawn_and_covers_no_bar(tmp_path, ttft, failed):
+    figure = plots.plot_timeline(timeline_requests(ttft, failed), path=tmp_path / "t.png")
+    texts = " | ".join(legend_texts(figure))
+    assert ("TTFT" in texts) == ttft
+    assert ("failed" in texts) == failed
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for legend in [*figure.legends, *(ax.get_legend() for ax in figure.axes)]:
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for ax in figure.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers the plot"

@@ -2,7 +2,8 @@
 
 Kept apart like vLLM's ``benchmarks/serve.py``: *targets* time one request (the lean httpx SSE
 reader or a LangChain model), *load generators* decide when requests are sent, *metrics* turn
-request records into per-run figures, *results* save and load them with their metadata.
+request records into per-run figures, *results* save and load them with their metadata;
+*timing* notes when the calls of LangChain's own ``batch``/``abatch`` ran, for timelines.
 
 Example (in a notebook cell; in a script wrap it in ``asyncio.run``)::
 
@@ -25,12 +26,14 @@ from helpers.bench.records import RequestRecord, RunResult
 from helpers.bench.results import (
     BenchResult,
     collect_metadata,
+    default_results_dir,
     load_result,
     machine_info,
     save_result,
 )
 from helpers.bench.sweep import ideal_frame, sweep_concurrency, sweep_rates
 from helpers.bench.targets import LangChainTarget
+from helpers.bench.timing import RequestTimer, TimedBatch, timed_abatch, timed_batch
 
 __all__ = [
     "SLO",
@@ -38,9 +41,12 @@ __all__ = [
     "LangChainTarget",
     "LeanClient",
     "RequestRecord",
+    "RequestTimer",
     "RunResult",
+    "TimedBatch",
     "arrival_offsets",
     "collect_metadata",
+    "default_results_dir",
     "ideal_frame",
     "load_result",
     "machine_info",
@@ -55,4 +61,6 @@ __all__ = [
     "summary_frame",
     "sweep_concurrency",
     "sweep_rates",
+    "timed_abatch",
+    "timed_batch",
 ]

@@ -23,7 +23,7 @@ from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import run_serial, run_threads
 from helpers.bench.metrics import SLO
 from helpers.bench.records import RunResult
-from helpers.bench.results import RESULTS_DIR, BenchResult, collect_metadata, save_result
+from helpers.bench.results import BenchResult, collect_metadata, default_results_dir, save_result
 from helpers.bench.sweep import ideal_frame, sweep_concurrency, sweep_rates
 from helpers.bench.targets import LangChainTarget
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     slo.add_argument("--slo-e2el-ms", type=float)
     out = parser.add_argument_group("output")
     out.add_argument("--name", default="bench", help="file stem of the saved results")
-    out.add_argument("--results-dir", default=str(RESULTS_DIR))
+    out.add_argument("--results-dir", help="where to save (default: $QWEN_RESULTS_DIR, else data/results/)")
     out.add_argument("--plots", action="store_true", help="also save PNG plots")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metadata = collect_metadata(endpoint=endpoint, sim_profile=profile, extra={"command": command})
         result = BenchResult(runs, metadata, slo)
         summary = result.summary
+        args.results_dir = args.results_dir or str(default_results_dir())
         paths = save_result(result, args.name, args.results_dir)
         _print_summary(summary, result.subtitle())
         print("saved: " + ", ".join(str(path) for path in paths.values()))

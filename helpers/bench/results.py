@@ -25,7 +25,8 @@ import pandas as pd
 from helpers.bench.metrics import SLO, requests_frame, summary_frame
 from helpers.bench.records import RequestRecord, RunResult
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
+REPO_RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
+RESULTS_DIR_VARIABLE = "QWEN_RESULTS_DIR"
 PACKAGES = (
     "httpx",
     "openai",
@@ -66,11 +67,24 @@ class BenchResult:
         return describe_metadata(self.metadata)
 
 
+def default_results_dir() -> Path:
+    """Where results and plots go by default: ``$QWEN_RESULTS_DIR`` if set, else ``data/results/``.
+
+    Read on every call (not at import), so a test run or a notebook can redirect its output by
+    setting the variable at any time.
+    """
+    override = os.environ.get(RESULTS_DIR_VARIABLE)
+    return Path(override).expanduser() if override else REPO_RESULTS_DIR
+
+
 def save_result(result: BenchResult, name: str, results_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``<name>_requests.csv``, ``<name>_summary.csv`` and ``<name>.json``; return the paths."""
+    """Write ``<name>_requests.csv``, ``<name>_summary.csv`` and ``<name>.json``; return the paths.
+
+    ``results_dir`` defaults to :func:`default_results_dir` (``$QWEN_RESULTS_DIR`` or ``data/results/``).
+    """
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"name must be a plain file stem such as 'sweep-t4', got {name!r}")
-    directory = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    directory = Path(results_dir) if results_dir is not None else default_results_dir()
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
         "requests": directory / f"{name}_requests.csv",
@@ -107,7 +121,7 @@ def load_result(path: str | Path, results_dir: str | Path | None = None) -> Benc
     """Load what :func:`save_result` wrote, from the JSON path or from the name alone."""
     path = Path(path)
     if path.suffix != ".json":
-        path = (Path(results_dir) if results_dir is not None else RESULTS_DIR) / f"{path.name}.json"
+        path = (Path(results_dir) if results_dir is not None else default_results_dir()) / f"{path.name}.json"
     if not path.exists():
         raise FileNotFoundError(f"no saved result at {path}; save one first with save_result()")
     document = _restore(json.loads(path.read_text(encoding="utf-8")))
@@ -164,7 +178,7 @@ def collect_metadata(
         "server_kind": server_kind,
         "server_version": server_version,
         "sim_profile": sim_profile,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "packages": _package_versions(),
         "machine": machine_info(),
         **(extra or {}),
