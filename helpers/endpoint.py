@@ -164,9 +164,15 @@ def embedded_simulator_endpoint(model: str = DEFAULT_MODEL) -> Endpoint:
     time_scale = float(_env("QWEN_SIM_TIME_SCALE") or 1.0)
     with _embedded_lock:
         if _embedded is None:
+            import tempfile
+            from pathlib import Path
+
             from helpers.sim import serve
 
-            _embedded = serve(profile=profile, time_scale=time_scale)
+            # Its log goes to a file: a kernel's stderr shows up in whatever cell runs. Engine lag
+            # stays visible as vllm_sim:engine_lag_* in /metrics.
+            log_file = Path(tempfile.gettempdir()) / f"qwen-sim-{os.getpid()}.log"
+            _embedded = serve(profile=profile, time_scale=time_scale, log_file=log_file)
             atexit.register(_embedded.stop)
             print(
                 f"No QWEN_BASE_URL set: started the embedded Qwen3 simulator (profile {profile}, "

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -300,3 +305,32 @@ def test_simulator_with_a_key(keyed_sim: str) -> None:
     assert line == f"Talking to the Qwen3 simulator (vLLM 0.32.0 wire format) at {keyed_sim}, " + (
         "model Qwen/Qwen3-0.6B"
     )
+
+
+EMBEDDED_IN_A_FRESH_PROCESS = """
+import httpx
+import helpers.endpoint as endpoint_module
+endpoint = endpoint_module.resolve_endpoint()
+body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "enable_thinking": False}
+assert httpx.post(endpoint.base_url + "/chat/completions", json=body).status_code == 200
+endpoint_module._embedded.stop()
+print("LOG_FILE", endpoint_module._embedded.log_file)
+"""
+
+
+def test_embedded_simulator_logs_to_a_temp_file_not_the_kernels_stderr() -> None:
+    """Jupyter shows a kernel's stderr in whatever cell runs: the simulator must not write there."""
+    env = {k: v for k, v in os.environ.items() if k not in ("QWEN_BASE_URL", "OPENAI_BASE_URL")}
+    env["QWEN_SIM_PROFILE"] = "instant"
+    run = subprocess.run(
+        [sys.executable, "-c", EMBEDDED_IN_A_FRESH_PROCESS], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    announcement, log_line = run.stdout.strip().splitlines()
+    assert "started the embedded Qwen3 simulator" in announcement
+    log_file = Path(log_line.removeprefix("LOG_FILE "))
+    assert str(log_file) not in announcement  # no absolute paths in notebook outputs
+    assert log_file.parent == Path(tempfile.gettempdir())
+    text = log_file.read_text()
+    assert "Qwen3 simulator (profile instant" in text and "ignored: ['enable_thinking']" in text

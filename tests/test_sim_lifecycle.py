@@ -157,3 +157,36 @@ def test_cli_rejects_bad_settings_with_a_message():
         [sys.executable, "-m", "helpers.sim", "--fail-rate", "2"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "fail_rate must be between 0 and 1" in result.stderr
+
+
+def test_log_file_takes_the_banner_and_warnings_not_our_stderr(tmp_path, capfd):
+    log_file = tmp_path / "sim.log"
+    log_file.write_text("an earlier run\n")
+    with serve(profile="instant", log_file=log_file) as server:
+        assert server.log_file == log_file
+        reply = httpx.post(
+            server.base_url + "/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "return_reasoning": True},
+        )
+        assert reply.status_code == 200
+    text = log_file.read_text()
+    assert text.startswith("an earlier run\n")  # appended, not truncated
+    assert "Qwen3 simulator (profile instant" in text
+    assert "ignored: ['return_reasoning']" in text
+    err = capfd.readouterr().err
+    assert "Qwen3 simulator" not in err and "ignored" not in err
+
+
+def test_startup_failure_with_a_log_file_quotes_the_log(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SimServerError, match="exited with code") as raised:
+            serve(
+                profile="instant",
+                port=taken.getsockname()[1],
+                startup_timeout=10,
+                log_file=tmp_path / "sim.log",
+            )
+    assert "Address already in use" in str(raised.value)
+    assert str(tmp_path / "sim.log") in str(raised.value)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import weakref
+from pathlib import Path
 
 from helpers.sim.cli import READY_PREFIX
 from helpers.sim.config import SimConfig
@@ -28,14 +29,17 @@ _live_servers: weakref.WeakSet = weakref.WeakSet()
 
 
 class SimServerError(RuntimeError):
-    """The simulator did not start (its stderr is in the message)."""
+    """The simulator did not start (the message says why, quoting its log when it has one)."""
 
 
 class SimServer:
     """A running simulator process. Use `stop()`, or `with`, to end it."""
 
-    def __init__(self, process: subprocess.Popen, config: SimConfig, port: int) -> None:
+    def __init__(
+        self, process: subprocess.Popen, config: SimConfig, port: int, log_file: Path | None = None
+    ) -> None:
         self._process = process
+        self.log_file = log_file  # where its stderr goes; None: inherited from this process
         self.config_obj = config
         self.port = port
         self.host = config.host
@@ -115,10 +119,13 @@ def serve(
     coalesce: int = 1,
     startup_timeout: float = 30.0,
     log_level: str = "warning",
+    log_file: str | Path | None = None,
 ) -> SimServer:
     """Start a simulator in a child process; return once `/health` answers.
 
     The child never outlives this process. `port=0` takes a free port (see `server.port`).
+    Its log (banner, warnings such as engine lag) goes to this process's stderr, or is appended
+    to `log_file` when given (e.g. in a notebook, where stderr shows up in whatever cell runs).
     """
     config = SimConfig(
         profile=profile,
@@ -146,22 +153,38 @@ def serve(
     command += ["--watch-parent", str(os.getpid())]
     if threading.current_thread() is threading.main_thread():
         command.append("--pdeathsig")
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=None,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    log_path = Path(log_file) if log_file is not None else None
+    with open(log_path, "ab") if log_path else contextlib.nullcontext() as log_stream:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_stream,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         bound_port = _read_port(process, startup_timeout)
-        server = SimServer(process, config, bound_port)
+        server = SimServer(process, config, bound_port, log_path)
         _wait_healthy(server, process, startup_timeout)
+    except SimServerError as error:
+        process.kill()
+        process.wait()
+        raise SimServerError(f"{error}; {_where_its_log_is(log_path)}") from None
     except BaseException:
         process.kill()
         process.wait()
         raise
     return server
+
+
+def _where_its_log_is(log_path: Path | None, size: int = 2000) -> str:
+    """Startup errors point at the simulator's log, quoting its end from a log file."""
+    if log_path is None:
+        return "its log is printed above, on stderr"
+    with open(log_path, "rb") as log:
+        log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+        tail = log.read().decode(errors="replace")
+    return f"the end of its log {log_path}:\n{tail}"
 
 
 def _read_port(process: subprocess.Popen, timeout: float) -> int:
@@ -186,10 +209,7 @@ def _read_port(process: subprocess.Popen, timeout: float) -> int:
         elif process.poll() is not None:
             break
     if process.poll() is not None:
-        raise SimServerError(
-            f"the simulator exited with code {process.returncode} before binding "
-            "(its error is printed above, on stderr)"
-        )
+        raise SimServerError(f"the simulator exited with code {process.returncode} before binding")
     raise SimServerError(f"the simulator did not bind a port within {timeout} s")
 
 
