@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from helpers.bench.metrics import SLO, max_concurrency, metric_values, requests_frame, summarize
+from helpers.bench.metrics import (
+    SLO,
+    max_concurrency,
+    metric_values,
+    percentile_table,
+    requests_frame,
+    summarize,
+    summary_frame,
+)
 from helpers.bench.records import RequestRecord, RunResult
 
 
@@ -132,3 +140,23 @@ def test_row_round_trip_keeps_missing_values_missing():
     record = RequestRecord(3, 0.5, 1.5, ok=False, error="timeout", itl_s=[0.1])
     assert RequestRecord.from_row(record.as_row()) == record
     assert RequestRecord.from_row(streamed(1, 0, 1, 0.1, 5, [0.2]).as_row()).ttft_s == 0.1
+
+
+def test_percentile_table_reads_like_vllm_bench_serve():
+    runs = [
+        RunResult(
+            [streamed(i, 0.0, 1.0 + c, 0.1 * c, 11, itl=[0.05] * 10) for i in range(4)],
+            duration_s=2.0,
+            settings={"generator": "closed", "concurrency": c},
+        )
+        for c in (1, 4)
+    ]
+    table = percentile_table(summary_frame(runs), index="concurrency")
+    assert table.index.tolist() == [1, 4]
+    assert table.columns.get_level_values(0).unique().tolist() == ["TTFT", "TPOT", "ITL", "E2EL"]
+    assert table.columns.get_level_values(1).unique().tolist() == ["mean", "median", "p90", "p99"]
+    assert table.loc[4, ("TTFT", "p99")] == pytest.approx(400.0)
+    assert table.loc[1, ("E2EL", "median")] == pytest.approx(2000.0)
+    assert table.loc[1, ("ITL", "mean")] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="no column 'rate'"):
+        percentile_table(summary_frame(runs), index="rate")

@@ -21,7 +21,14 @@ from helpers.bench.load import (
     run_serial,
     run_threads,
 )
-from helpers.bench.metrics import SLO, max_concurrency, requests_frame, summarize, summary_frame
+from helpers.bench.metrics import (
+    SLO,
+    max_concurrency,
+    percentile_table,
+    requests_frame,
+    summarize,
+    summary_frame,
+)
 from helpers.bench.records import RequestRecord, RunResult
 from helpers.bench.results import (
     BenchResult,
@@ -51,6 +58,7 @@ __all__ = [
     "load_result",
     "machine_info",
     "max_concurrency",
+    "percentile_table",
     "requests_frame",
     "run_closed_loop",
     "run_open_loop",

@@ -25,6 +25,7 @@ from helpers.bench.records import RequestRecord, RunResult
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 METRICS: tuple[str, ...] = ("ttft", "ttfa", "tpot", "itl", "e2el")
+METRIC_LABELS = {"ttft": "TTFT", "ttfa": "TTFA", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,30 @@ def requests_frame(run: RunResult) -> pd.DataFrame:
 def summary_frame(runs: Iterable[RunResult], slo: SLO | None = None) -> pd.DataFrame:
     """One row per run: the table a sweep is read from."""
     return pd.DataFrame([summarize(run, slo) for run in runs])
+
+
+def percentile_table(
+    summary: pd.DataFrame,
+    *,
+    index: str = "label",
+    metrics: Sequence[str] = ("ttft", "tpot", "itl", "e2el"),
+    stats: Sequence[str] = ("mean", "median", "p90", "p99"),
+) -> pd.DataFrame:
+    """Latency statistics in ms, one row per run and a (metric, statistic) column each.
+
+    The layout of ``vllm bench serve``'s report, one run per row: e.g.
+    ``percentile_table(summary, index="concurrency").loc[16, ("TTFT", "p99")]``.
+    """
+    if index not in summary:
+        raise ValueError(f"the summary has no column {index!r}; pick one of {', '.join(summary)}")
+    columns = {
+        (METRIC_LABELS.get(metric, metric), stat): summary[f"{stat}_{metric}_ms"].to_numpy()
+        for metric in metrics
+        for stat in stats
+    }
+    table = pd.DataFrame(columns, index=pd.Index(summary[index], name=index))
+    table.columns.names = ["metric (ms)", "statistic"]
+    return table
 
 
 def _stats_ms(metric: str, values: np.ndarray) -> dict[str, float]:
