@@ -663,6 +663,7 @@ def soak(requests: int = 10_000, *, concurrency: int = 256, warmup: int = 300) -
     try:
         with start_simulator(profile="instant", think_tokens_mean=8, answer_tokens_mean=8) as server:
             model = kit_model(server, thinking=False, max_tokens=32)
+            gc.collect()  # what earlier code left behind is not this run's to report
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 gc.collect()
