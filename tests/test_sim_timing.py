@@ -4,8 +4,13 @@ engine against predict()."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import statistics
+import subprocess
+import sys
+import textwrap
+import time
 
 import httpx
 import pytest
@@ -158,3 +163,63 @@ async def test_engine_lag_is_counted_when_the_simulator_cannot_keep_up():
     assert _metric(metrics, "vllm_sim:engine_lag_steps_total") > 0
     assert _metric(metrics, "vllm_sim:engine_lag_seconds_total") > 0
     assert _metric(metrics, "vllm:generation_tokens_total") == 1600
+
+
+SLOW_HANDLER_SERVER = textwrap.dedent(
+    """
+    import sys, time
+    import helpers.sim.app as app
+
+    plan = app._plan_reply
+
+    def slow_plan(*args, **kwargs):  # the simulator's own CPU time, as on a busy machine
+        end = time.perf_counter() + float(sys.argv[1])
+        while time.perf_counter() < end:
+            pass
+        return plan(*args, **kwargs)
+
+    app._plan_reply = slow_plan
+    from helpers.sim.cli import main
+    main(sys.argv[2:])
+    """
+)
+
+
+@pytest.fixture
+def slow_handler_server():
+    """A 4x slowed l4 simulator whose request handling burns 40 ms of CPU before planning."""
+    command = [sys.executable, "-c", SLOW_HANDLER_SERVER, "0.040", "--port", "0"]
+    command += ["--profile", "l4", "--time-scale", "0.25"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline().removeprefix("SIM_READY port="))
+        root_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(root_url + "/health").status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield root_url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_ttft_counts_from_arrival_so_the_servers_own_work_is_not_added(slow_handler_server):
+    """The frontend time runs from when the request was received: the simulator's own HTTP and
+    CPU time is absorbed in it (40 ms here, under the 64 ms frontend of l4 slowed 4x), not
+    added on top. /metrics measures TTFT from arrival too, so it agrees with the client."""
+    messages = [{"role": "user", "content": "Summarise: " + " ".join(["batching"] * 240)}]
+    payload = {"messages": messages, "max_tokens": 2, "ignore_eos": True, "stream": True}
+    asyncio.run(closed_loop(slow_handler_server, payload, concurrency=1, rounds=1))  # warm-up
+    before = httpx.get(slow_handler_server + "/metrics").text
+    timings = asyncio.run(closed_loop(slow_handler_server, payload, concurrency=1, rounds=5))
+    after = httpx.get(slow_handler_server + "/metrics").text
+    client_ttft = statistics.mean(t.ttft for t in timings)
+    name = "vllm:time_to_first_token_seconds"
+    count = _metric(after, name + "_count") - _metric(before, name + "_count")
+    server_ttft = (_metric(after, name + "_sum") - _metric(before, name + "_sum")) / count
+    expected = predict("l4", 1, count_prompt_tokens(messages), 2, time_scale=0.25)
+    assert client_ttft == pytest.approx(expected.ttft_s, rel=0.10)
+    assert server_ttft == pytest.approx(client_ttft, rel=0.10)

@@ -161,6 +161,7 @@ class OuterApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
+            scope.setdefault("sim.arrival", time.perf_counter())  # set by the protocol (cli.py)
             scope["sim.send"] = send
             if self.expected is not None and scope["path"].startswith("/v1"):
                 auth = dict(scope["headers"]).get(b"authorization")
@@ -231,10 +232,14 @@ async def _chat(state: SimState, request: Request) -> Response:
         state.metrics.faults.labels(str(fate.error.status)).inc()
         raise fate.error
     reply = _plan_reply(chat, prompt_tokens, config)
-    engine_request = EngineRequest(prompt_tokens, len(reply), chat.stream)
-    delay = (state.profile.frontend_s + fate.extra_delay_s) / config.time_scale
+    # The frontend time runs from the request's arrival, so the simulator's own HTTP and CPU
+    # time so far is part of it rather than added on top of the model.
+    arrival = request.scope["sim.arrival"]
+    ready_at = arrival + (state.profile.frontend_s + fate.extra_delay_s) / config.time_scale
+    engine_request = EngineRequest(prompt_tokens, len(reply), chat.stream, arrival, ready_at)
     if fate.extra_delay_s:
         state.metrics.faults.labels("latency_spike").inc()
+    delay = ready_at - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
     cycle = getattr(request.scope.get("sim.send"), "__self__", None)

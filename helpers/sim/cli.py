@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 from helpers.sim.config import DEFAULT_MODEL_NAMES, SimConfig
 from helpers.sim.profiles import PROFILES
@@ -151,7 +152,7 @@ def run(config: SimConfig) -> None:
         uvicorn.Config(
             app,
             loop="uvloop" if _has("uvloop") else "asyncio",
-            http="httptools" if _has("httptools") else "h11",
+            http=_http_protocol(),
             lifespan="on",
             log_level="warning",
             access_log=False,
@@ -168,6 +169,21 @@ def run(config: SimConfig) -> None:
         flush=True,
     )
     server.run(sockets=[sock])
+
+
+def _http_protocol() -> type | str:
+    """httptools, stamping each request's arrival (`sim.arrival` in the ASGI scope) as soon as
+    its first bytes are parsed: the frontend time and the TTFT clock start there."""
+    if not _has("httptools"):
+        return "h11"  # app.py stamps the arrival when the request reaches the app
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ArrivalStampingProtocol(HttpToolsProtocol):
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope["sim.arrival"] = time.perf_counter()
+
+    return ArrivalStampingProtocol
 
 
 def _has(module: str) -> bool:

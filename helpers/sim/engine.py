@@ -34,15 +34,19 @@ class EngineRequest(Sequence):
         "first_token_at",
         "last_token_at",
         "queued_at",
+        "ready_at",
         "stream",
         "waiter",
     )
 
-    def __init__(self, prompt_tokens: int, output_len: int, stream: bool) -> None:
+    def __init__(
+        self, prompt_tokens: int, output_len: int, stream: bool, arrival: float, ready_at: float
+    ) -> None:
         super().__init__(prompt_tokens, output_len)
         self.stream = stream
         self.waiter: asyncio.Future | None = None
-        self.arrival = time.perf_counter()
+        self.arrival = arrival  # perf_counter() when the HTTP request was received
+        self.ready_at = ready_at  # when the frontend hands it to the scheduler
         self.queued_at = 0.0
         self.first_token_at = 0.0
         self.last_token_at = 0.0
