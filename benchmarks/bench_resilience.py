@@ -55,20 +55,13 @@ def numbered_prompts(count: int) -> list[str]:
 
 
 def start_simulator(log_name: str = "resilience-sim", **settings: object) -> SimServer:
-    """``helpers.sim.serve(...)`` with the child's stderr appended to ``data/runs/<log_name>.log``.
+    """``helpers.sim.serve(...)`` with the simulator's stderr appended to ``data/runs/<log_name>.log``.
 
     The simulator logs every client that hangs up mid-request (which these scenarios do on
     purpose); the log file keeps the figures readable. Use it as ``with start_simulator(...)``.
     """
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    with (RUNS_DIR / f"{log_name}.log").open("ab") as log:
-        saved = os.dup(2)
-        os.dup2(log.fileno(), 2)  # inherited by the child started now
-        try:
-            return serve(**settings)  # type: ignore[arg-type]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    return serve(log_file=RUNS_DIR / f"{log_name}.log", **settings)  # type: ignore[arg-type]
 
 
 def server_counts(server: SimServer) -> Counter[str]:
