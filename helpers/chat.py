@@ -38,7 +38,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import openai
 from langchain_core.messages import AIMessageChunk
@@ -46,7 +46,6 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
 from pydantic import model_validator
-from typing_extensions import Self
 
 from helpers.endpoint import Endpoint, resolve_endpoint
 from helpers.reasoning import Parts, ReasoningStream, reasoning_field, split_message

@@ -1,9 +1,14 @@
-"""Which errors are worth retrying, and how long to wait: used by ``helpers.concurrency.amap``.
+"""Which errors are worth retrying, how long to wait, and what to tell the user: for ``amap``.
 
 Transient (retried): connection refused/reset, a response or stream cut mid-way, timeouts,
 HTTP 408, 429 (honouring ``Retry-After``) and 5xx. Everything else is permanent: HTTP 4xx such as
-400 (prompt over the context length, bad parameter), 401 (key), 404 (wrong model), and errors
-raised by the client code itself.
+400 (prompt over the context length, bad parameter), 401 (key), 404 (wrong model or URL), a host
+name that does not resolve, a TLS handshake that fails (HTTPS to a plain-HTTP server, an untrusted
+certificate), and errors raised by the client code itself. A refused connection stays transient:
+a server that restarts comes back.
+
+``describe(exc)`` is the one-line error an outcome carries; for an endpoint mistake it ends with
+``advice(exc)``, what to change (``QWEN_BASE_URL``, ``QWEN_API_KEY``, ``QWEN_MODEL``).
 
 Example::
 
@@ -17,11 +22,16 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import openai
+
+from helpers.endpoint import SERVE_HINT
 
 TRANSIENT_STATUS = frozenset({408, 429})
 
@@ -37,19 +47,38 @@ class RequestTimeout(TimeoutError):
     """No complete reply within amap's per-request ``timeout``."""
 
 
-def _transport_error_types() -> tuple[type[BaseException], ...]:
-    """httpx's TransportError, from httpx and from httpx2 (openai >= 3), whichever is installed."""
+def _httpx_error_types(*names: str) -> tuple[type[BaseException], ...]:
+    """httpx's error classes ``names``, from httpx and httpx2 (openai >= 3), whichever is installed."""
     types: list[type[BaseException]] = []
-    for name in ("httpx2", "httpx"):
+    for module_name in ("httpx2", "httpx"):
         try:
-            module = __import__(name)
+            module = __import__(module_name)
         except ImportError:
             continue
-        types.append(module.TransportError)
+        types.extend(getattr(module, name) for name in names)
     return tuple(types)
 
 
-_TRANSPORT_ERRORS = _transport_error_types()
+_TRANSPORT_ERRORS = _httpx_error_types("TransportError")
+# Raised before a request is sent: while resolving the host, connecting, or the TLS handshake.
+_CONNECT_ERRORS = (
+    *_httpx_error_types("ConnectError", "ConnectTimeout"),
+    ConnectionRefusedError,
+    socket.gaierror,
+)
+# How getaddrinfo says a name does not exist (httpx keeps only the text): Linux, macOS, Windows.
+_HOST_NOT_FOUND = (
+    "Name or service not known",
+    "nodename nor servname",
+    "No address associated with hostname",
+    "getaddrinfo failed",
+)
+_NO_SUCH_HOST_CODES = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+_CLOSED_BY_PEER = (ssl.SSLEOFError, ssl.SSLZeroReturnError)  # a cut, not a handshake mismatch
+
+ConnectFailure = Literal["host", "tls", "certificate", "connect"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +130,46 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first (``raise ... from``, or the implicit context)."""
+    chain, seen = [exc], {id(exc)}
+    while (cause := _cause(chain[-1])) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        chain.append(cause)
+    return chain
+
+
+def connect_failure(exc: BaseException) -> ConnectFailure | None:
+    """Why no connection was made, if the error happened before a request was sent.
+
+    ``"host"``: the name does not resolve; ``"tls"``: the TLS handshake failed (HTTPS to a
+    plain-HTTP server); ``"certificate"``: the server's certificate is not trusted;
+    ``"connect"``: anything else (refused, connect timeout, temporary DNS failure).
+
+    >>> connect_failure(OSError("[Errno -2] Name or service not known")) is None  # not connecting
+    True
+    >>> connect_failure(ConnectionRefusedError(111, "Connection refused"))
+    'connect'
+    """
+    chain = _chain(exc)
+    handshake = [e for e in chain if isinstance(e, ssl.SSLError) and not isinstance(e, _CLOSED_BY_PEER)]
+    connecting = [e for e in chain if isinstance(e, _CONNECT_ERRORS)] + handshake
+    if not connecting:
+        return None
+    text = " ".join(str(error) for error in connecting)
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
+        "CERTIFICATE_VERIFY_FAILED" in text
+    ):
+        return "certificate"
+    if handshake or "[SSL:" in text:
+        return "tls"
+    if any(marker in text for marker in _HOST_NOT_FOUND) or any(
+        isinstance(e, socket.gaierror) and e.errno in _NO_SUCH_HOST_CODES for e in chain
+    ):
+        return "host"
+    return "connect"
+
+
 def classify(exc: BaseException) -> Verdict:
     """Decide whether a failed attempt is worth retrying.
 
@@ -109,7 +178,12 @@ def classify(exc: BaseException) -> Verdict:
     >>> classify(ValueError("bad")).retryable
     False
     """
-    if isinstance(exc, (IncompleteStream, TimeoutError, ConnectionError, *_TRANSPORT_ERRORS)):
+    failure = connect_failure(exc)
+    if failure in ("host", "tls", "certificate"):
+        return Verdict(retryable=False)  # the same request will fail the same way
+    if failure is not None or isinstance(
+        exc, (IncompleteStream, TimeoutError, ConnectionError, *_TRANSPORT_ERRORS)
+    ):
         return Verdict(retryable=True)
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return Verdict(retryable=True)
@@ -131,11 +205,92 @@ def _cause(exc: BaseException) -> BaseException | None:
     return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
+def _requested_url(exc: BaseException) -> Any | None:
+    """The URL of the request that failed (an ``httpx.URL``), if an error in the chain has it."""
+    for error in _chain(exc):
+        try:
+            request = getattr(error, "request", None)
+        except RuntimeError:  # httpx: "The .request property has not been set."
+            continue
+        url = getattr(request, "url", None)
+        if url is not None and hasattr(url, "netloc"):
+            return url
+    return None
+
+
+def _netloc(url: Any) -> str:
+    """``host:port`` of an httpx URL, without user info."""
+    return url.netloc.decode("ascii") if isinstance(url.netloc, bytes) else url.netloc
+
+
+def _base_url(url: Any, scheme: str | None = None) -> str:
+    """``http://host:port/v1`` from ``http://host:port/v1/chat/completions`` (no user info, query)."""
+    path = url.path.removesuffix("/chat/completions").removesuffix("/completions").rstrip("/")
+    return f"{scheme or url.scheme}://{_netloc(url)}{path}"
+
+
+_NOT_JSON = "Unexpected response type from OpenAI-compatible endpoint"  # langchain-openai's words
+
+
+def advice(exc: BaseException) -> str | None:
+    """What the user should change, for an error caused by the endpoint settings; else None.
+
+    The settings are named as ``helpers.endpoint`` reads them (``QWEN_BASE_URL``,
+    ``QWEN_API_KEY``, ``QWEN_MODEL``), and ``helpers.endpoint.check_endpoint(url)`` is offered
+    where a probe tells more. Transient errors and refusals whose message already says what to
+    change (HTTP 400 from vLLM) get None. The API key is never part of the advice.
+
+    >>> advice(ConnectionRefusedError(111, "Connection refused"))  # doctest: +ELLIPSIS
+    'nothing answered: is the server running (`vllm serve ...`) on that host and port? check ...'
+    >>> advice(ValueError("bug")) is None
+    True
+    """
+    url = _requested_url(exc)
+    base = _base_url(url) if url is not None else None
+    check = f"helpers.endpoint.check_endpoint({base!r})" if base else "helpers.endpoint.check_endpoint(...)"
+    check_base_url = f"check QWEN_BASE_URL; {check} says what is wrong"
+    status = status_code(exc)
+    if status in (401, 403):
+        return "set QWEN_API_KEY to the --api-key the server was started with"
+    if status == 404:
+        if any("model" in str(error).lower() for error in _chain(exc)):
+            served = f"helpers.endpoint.diagnose({base!r}).served_models" if base else "GET /v1/models"
+            return f"set QWEN_MODEL to a model the server serves ({served} lists them)"
+        if base is None or not base.endswith("/v1"):
+            example = f"{base}/v1" if base else "http://HOST:8000/v1"
+            return f"the base URL must end in /v1 (QWEN_BASE_URL={example}); {check} says what is wrong"
+        return f"the server has no {url.path}: {check_base_url}"
+    failure = connect_failure(exc)
+    where = (
+        f" at {url.netloc.decode('ascii') if isinstance(url.netloc, bytes) else url.netloc}" if url else ""
+    )
+    if failure == "host":
+        host = f" {url.host!r}" if url is not None else ""
+        return f"the host name{host} does not resolve: {check_base_url}"
+    if failure == "tls":
+        plain = f"QWEN_BASE_URL={_base_url(url, 'http')}" if url is not None else "http:// in QWEN_BASE_URL"
+        return (
+            f"the server{where} speaks plain HTTP, not HTTPS (vLLM does unless started with "
+            f"--ssl-certfile): use {plain}; {check_base_url}"
+        )
+    if failure == "certificate":
+        return f"the server's TLS certificate{where} is not trusted: {check_base_url}"
+    if failure == "connect":
+        return (
+            f"nothing answered{where}: is the server running (`{SERVE_HINT}`) on that host and "
+            f"port? {check_base_url}"
+        )
+    if isinstance(exc, openai.APIResponseValidationError) or str(exc).startswith(_NOT_JSON):
+        return f"the answer is not the JSON expected: not an OpenAI-compatible server; {check_base_url}"
+    return None
+
+
 def describe(exc: BaseException) -> str:
-    """One line that says what happened, with the HTTP status and the root cause.
+    """One line that says what happened, with the HTTP status, the root cause and the advice.
 
     Wrappers (LangChain's ``OpenAIConnectionError`` around openai's ``APIConnectionError``
-    around httpx's ``RemoteProtocolError``) are followed down to the deepest cause.
+    around httpx's ``RemoteProtocolError``) are followed down to the deepest cause. For an
+    endpoint mistake, :func:`advice` is appended after ``To fix:``.
 
     >>> try:
     ...     raise ConnectionError("peer gone") from OSError(104, "Connection reset by peer")
@@ -147,15 +302,14 @@ def describe(exc: BaseException) -> str:
     message = str(exc).strip() or type(exc).__name__
     if status is not None and str(status) not in message:
         message = f"HTTP {status}: {message}"
-    root, seen = exc, {id(exc)}
-    while (cause := _cause(root)) is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        root = cause
+    root = _chain(exc)[-1]
     root_text = str(root).strip()
     if root is not exc and not root_text:
         message += f" (caused by {type(root).__name__})"
     elif root is not exc and root_text not in message:
         message += f" (caused by {type(root).__name__}: {root_text})"
+    if (hint := advice(exc)) is not None:
+        message = f"{message.rstrip('.')}. To fix: {hint}"
     return message
 
 
