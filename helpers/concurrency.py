@@ -5,7 +5,8 @@
 ``abatch`` does not: a per-request timeout, retries of transient errors only (connection
 reset/refused, timeouts, 429 honouring ``Retry-After``, 5xx, a stream cut mid-way) with
 exponential backoff and jitter, a progress bar with ok/failed/retries counts, an optional JSONL
-checkpoint to resume from, and a clean cancellation that keeps the finished outcomes.
+checkpoint to resume from, an ``on_outcome`` callback as each prompt finishes, and a clean
+cancellation that keeps the finished outcomes.
 
 Retries are counted honestly: for OpenAI-compatible models (``ChatOpenAI`` and subclasses such as
 ``helpers.chat``'s model or ``ChatDeepSeek``) amap uses a copy of the model whose SDK client has
@@ -33,10 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import operator
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,21 @@ def _check_model(model: object) -> None:
         raise TypeError(
             f"model must be a LangChain chat model (with .ainvoke), got {type(model).__name__}; "
             "for example helpers.chat.make_chat_model() or ChatOpenAI(base_url=..., model=...)."
+        )
+
+
+def _check_on_outcome(on_outcome: object) -> None:
+    if on_outcome is None:
+        return
+    if not callable(on_outcome):
+        raise TypeError(
+            f"on_outcome must be a function that takes an Outcome, got {type(on_outcome).__name__}."
+        )
+    if inspect.iscoroutinefunction(on_outcome):
+        raise TypeError(
+            "on_outcome is called without await as each prompt finishes; pass a plain function. "
+            "For async work, hand the outcome over, e.g. on_outcome=queue.put_nowait with an "
+            "asyncio.Queue read by your own task."
         )
 
 
@@ -241,6 +258,7 @@ class _Batch:
         stream: bool,
         config: RunnableConfig | None,
         store: Checkpoint | None,
+        on_outcome: Callable[[Outcome], None] | None,
     ) -> None:
         self.prompts = prompts
         self.retries = retries
@@ -249,8 +267,10 @@ class _Batch:
         self.stream = stream
         self.config = config
         self.store = store
+        self.on_outcome = on_outcome
         self.outcomes: list[Outcome | None] = [None] * len(prompts)
         self.ok = self.failed = self.retried = 0
+        self.on_outcome_calls = self.on_outcome_failures = 0
         self.bar: Any = None
         self.model: Runnable | None = None
 
@@ -350,6 +370,32 @@ class _Batch:
                 self.store.append(outcome)
             self._show_counts()
             self.bar.update(1)
+            self._report(outcome)
+
+    def _report(self, outcome: Outcome) -> None:
+        """Call ``on_outcome``; an exception from it is warned about, never lets an outcome go."""
+        if self.on_outcome is None:
+            return
+        self.on_outcome_calls += 1
+        try:
+            self.on_outcome(outcome)
+        except Exception as exc:
+            self.on_outcome_failures += 1
+            if self.on_outcome_failures == 1:
+                warnings.warn(
+                    f"on_outcome raised {type(exc).__name__}: {exc} for prompt {outcome.index}; "
+                    "the outcome is kept and amap goes on (it keeps calling on_outcome; further "
+                    "failures are counted at the end, not shown one by one).",
+                    stacklevel=1,
+                )
+
+    def _warn_on_outcome_failures(self) -> None:
+        if self.on_outcome_failures > 1:
+            warnings.warn(
+                f"on_outcome raised for {self.on_outcome_failures} of {self.on_outcome_calls} outcomes; "
+                "every outcome is still in amap's result (or in BatchCancelled.outcomes).",
+                stacklevel=1,
+            )
 
     def _show_counts(self) -> None:
         self.bar.set_postfix({"ok": self.ok, "failed": self.failed, "retries": self.retried}, refresh=False)
@@ -390,6 +436,7 @@ class _Batch:
             self.bar.close()
             if self.store is not None:
                 self.store.close()
+            self._warn_on_outcome_failures()
         return self._all_outcomes()
 
 
@@ -405,6 +452,7 @@ async def amap(
     stream: bool = False,
     checkpoint: str | Path | None = None,
     config: RunnableConfig | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Send every prompt through ``model``, at most ``concurrency`` at once; one Outcome each, in order.
 
@@ -417,6 +465,11 @@ async def amap(
     - ``checkpoint``: a ``.jsonl`` path; finished outcomes are appended as they finish, and a
       re-run loads the successful ones instead of sending them (see ``helpers.checkpoint``).
     - ``config``: a LangChain ``RunnableConfig`` passed to every call (callbacks, tags).
+    - ``on_outcome``: a plain function called with each prompt's final Outcome as it finishes
+      (completion order; after the checkpoint line is written), e.g. to log or save it. Not
+      called for outcomes loaded from the checkpoint, nor for prompts cancelled unfinished. It
+      runs on amap's event loop, so keep it quick. If it raises, the outcome is kept, the batch
+      goes on and amap warns (the first error in full, then a count at the end).
 
     Bad arguments raise TypeError/ValueError before any request is sent; an empty list returns
     ``[]``. Cancelling raises :class:`BatchCancelled` carrying the outcomes so far.
@@ -429,6 +482,7 @@ async def amap(
     _check_model(model)
     prompt_list = _checked_prompts(prompts)
     _check_settings(concurrency, retries, timeout)
+    _check_on_outcome(on_outcome)
     store = Checkpoint(checkpoint) if checkpoint is not None else None
     if not prompt_list:
         return []
@@ -440,6 +494,7 @@ async def amap(
         stream=stream,
         config=config,
         store=store,
+        on_outcome=on_outcome,
     )
     return await batch.run(model, concurrency, progress)
 
@@ -456,15 +511,18 @@ def map_prompts(
     stream: bool = False,
     checkpoint: str | Path | None = None,
     config: RunnableConfig | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Sync :func:`amap` for scripts and plain notebook cells (runs on ``helpers.loop.run``).
 
     Ctrl-C (or the notebook's interrupt button) cancels the batch and raises
-    :class:`BatchCancelled` with the outcomes so far.
+    :class:`BatchCancelled` with the outcomes so far. ``on_outcome`` runs on the background
+    loop's thread.
     """
     _check_model(model)
     prompt_list = _checked_prompts(prompts)
     _check_settings(concurrency, retries, timeout)
+    _check_on_outcome(on_outcome)
     return run(
         amap(
             model,
@@ -477,6 +535,7 @@ def map_prompts(
             stream=stream,
             checkpoint=checkpoint,
             config=config,
+            on_outcome=on_outcome,
         )
     )
 

@@ -30,7 +30,7 @@ from helpers.concurrency import (
     map_prompts,
 )
 from helpers.endpoint import Endpoint
-from helpers.outcomes import outcomes_to_frame, summarize
+from helpers.outcomes import Outcome, outcomes_to_frame, summarize
 from helpers.retry import Backoff
 from helpers.sim import SimServer, serve
 
@@ -249,6 +249,80 @@ async def test_map_prompts_works_inside_a_running_loop() -> None:
     assert all(o.ok for o in outcomes)
 
 
+async def test_on_outcome_gets_each_final_outcome_in_completion_order(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    model = scripted(beta=[http_error(400)], gamma=[http_error(503)])
+    model.delays = {"alpha": 0.15, "beta": 0.0, "gamma": 0.08, "delta": 0.02}
+    seen: list[Outcome] = []
+    lines_when_called: list[int] = []
+
+    def record(outcome: Outcome) -> None:
+        seen.append(outcome)
+        lines_when_called.append(len(path.read_text().splitlines()))
+
+    outcomes = await amap(
+        model, PROMPTS, concurrency=4, backoff=FAST, checkpoint=path, on_outcome=record, progress=False
+    )
+    assert [o.index for o in seen] == [1, 3, 2, 0]  # beta is refused at once, gamma retried once
+    assert sorted(seen, key=lambda o: o.index) == outcomes  # the final outcomes, failures included
+    assert outcomes[2].attempts == 2  # called once per prompt, not per attempt
+    assert lines_when_called == [1, 2, 3, 4]  # already in the checkpoint when it is called
+
+
+async def test_on_outcome_that_raises_loses_nothing_and_warns_once_then_counts() -> None:
+    calls: list[int] = []
+
+    def broken(outcome: Outcome) -> None:
+        calls.append(outcome.index)
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.warns(UserWarning) as caught:
+        outcomes = await amap(scripted(), PROMPTS, on_outcome=broken, progress=False)
+    assert [o.answer for o in outcomes] == [p.upper() for p in PROMPTS]
+    assert sorted(calls) == [0, 1, 2, 3]  # still called for every outcome
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "on_outcome raised ZeroDivisionError: division by zero" in messages[0]
+    assert "the outcome is kept" in messages[0]
+    assert "on_outcome raised for 4 of 4 outcomes" in messages[1]
+
+
+async def test_on_outcome_is_not_called_for_checkpointed_or_cancelled_prompts(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    await amap(scripted(), PROMPTS[:2], checkpoint=path, progress=False)
+    seen: list[int] = []
+    again = await amap(
+        scripted(), PROMPTS, checkpoint=path, on_outcome=lambda o: seen.append(o.index), progress=False
+    )
+    assert [o.from_checkpoint for o in again] == [True, True, False, False]
+    assert sorted(seen) == [2, 3]
+
+    model = scripted()
+    prompts = [f"p{i}" for i in range(8)]
+    model.delays = {prompt: 0.01 if i < 2 else 30.0 for i, prompt in enumerate(prompts)}
+    seen.clear()
+    task = asyncio.create_task(
+        amap(model, prompts, concurrency=4, on_outcome=lambda o: seen.append(o.index), progress=False)
+    )
+    while len(model.calls) < 6:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(BatchCancelled) as info:
+        await task
+    finished = [o.index for o in info.value.outcomes if not o.cancelled]
+    assert sorted(seen) == finished == [0, 1]
+
+
+def test_map_prompts_passes_on_outcome_through() -> None:
+    seen: list[int] = []
+    outcomes = map_prompts(scripted(), PROMPTS, on_outcome=lambda o: seen.append(o.index), progress=False)
+    assert sorted(seen) == [o.index for o in outcomes] == [0, 1, 2, 3]
+
+
+async def _async_callback(outcome: Outcome) -> None:
+    pass
+
+
 async def test_empty_list_returns_empty_list_without_calling_the_model() -> None:
     model = scripted()
     assert await amap(model, []) == []
@@ -268,6 +342,8 @@ async def test_empty_list_returns_empty_list_without_calling_the_model() -> None
         (["ok"], {"timeout": 0}, ValueError, "timeout must be > 0"),
         (["ok"], {"retries": -1}, ValueError, "retries must be >= 0"),
         (["ok"], {"checkpoint": "data/run.csv"}, ValueError, r"\.jsonl"),
+        (["ok"], {"on_outcome": "print"}, TypeError, "on_outcome must be a function"),
+        (["ok"], {"on_outcome": _async_callback}, TypeError, "plain function"),
     ],
 )
 async def test_bad_input_is_refused_before_any_request(
