@@ -261,9 +261,7 @@ def advice(exc: BaseException) -> str | None:
             return f"the base URL must end in /v1 (QWEN_BASE_URL={example}); {check} says what is wrong"
         return f"the server has no {url.path}: {check_base_url}"
     failure = connect_failure(exc)
-    where = (
-        f" at {url.netloc.decode('ascii') if isinstance(url.netloc, bytes) else url.netloc}" if url else ""
-    )
+    where = f" at {_netloc(url)}" if url is not None else ""
     if failure == "host":
         host = f" {url.host!r}" if url is not None else ""
         return f"the host name{host} does not resolve: {check_base_url}"
