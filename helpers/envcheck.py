@@ -6,7 +6,7 @@ without it (``helpers`` copied elsewhere) the check only says whether each packa
 Example:
     >>> from helpers.envcheck import print_environment_report
     >>> print_environment_report()        # doctest: +SKIP
-    [OK]   python 3.11.7 (>=3.10)
+    [OK]   python 3.11.7 (>=3.11)
     [OK]   openai 3.54.0 (>=3.50,<4)
     ...
     True
@@ -25,7 +25,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "requirements.txt"
-MIN_PYTHON = "3.10"
+MIN_PYTHON = "3.11"
 # What the notebooks import, in the order a reader meets them.
 PACKAGES = (
     "openai",
