@@ -155,3 +155,21 @@ async def test_broken_stream_and_refused_connection_are_failed_records():
 def test_bad_max_tokens_is_a_clear_error():
     with pytest.raises(ValueError, match="max_tokens"):
         LeanClient("http://x/v1", "m", max_tokens=0)
+
+
+async def test_new_connections_do_not_each_load_the_ca_bundle(monkeypatch):
+    """Loading certifi's CA bundle costs ~20 ms of CPU: once per client at most, not per connection."""
+    import ssl
+
+    from helpers.bench.load import run_closed_loop
+    from helpers.sim import serve
+
+    loaded = []
+    create = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: loaded.append(1) or create(*a, **k))
+    with serve(profile="instant") as server:
+        client = LeanClient(server.base_url, server.model, max_tokens=4)
+        run = await run_closed_loop(client, ["hi"] * 16, concurrency=8)
+        await client.aclose()
+    assert run.completed == 16
+    assert len(loaded) <= 1

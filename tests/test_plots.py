@@ -124,3 +124,19 @@ def test_timeline_legend_lists_only_what_is_drawn_and_covers_no_bar(tmp_path, tt
         box = legend.get_window_extent(renderer)
         for ax in figure.axes:
             assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers the plot"
+
+
+def test_sync_vs_async_labels_each_bar_with_its_speed_up(tmp_path):
+    summary = BenchResult(
+        [
+            RunResult([RequestRecord(0, 0.0, 2.0)], duration_s=2.0, settings={"generator": "serial"}),
+            RunResult([RequestRecord(0, 0.0, 0.2)], duration_s=0.2, settings={"generator": "closed"}),
+        ]
+    ).summary
+    reference = {
+        "blog sync": {"duration_s": 2.48, "request_throughput": 8.1},
+        "blog async": {"duration_s": 0.37, "request_throughput": 54.1},
+    }
+    figure = plots.plot_sync_vs_async(summary, reference=reference, path=tmp_path / "bars.png")
+    labels = [text.get_text() for text in figure.axes[1].texts]
+    assert labels == ["0.50  (1.0x)", "5.00  (10.0x)", "8.10  (1.0x)", "54.10  (6.7x)"]
