@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import statistics
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 from sim_support import closed_loop
 
 from helpers.sim import PROFILES, predict, serve
+from helpers.sim.engine import Engine, EngineRequest
+from helpers.sim.metrics import SimMetrics
 from helpers.sim.scheduler import Scheduler, Sequence
 from helpers.sim.tokens import count_prompt_tokens
 
@@ -223,3 +226,30 @@ def test_ttft_counts_from_arrival_so_the_servers_own_work_is_not_added(slow_hand
     expected = predict("l4", 1, count_prompt_tokens(messages), 2, time_scale=0.25)
     assert client_ttft == pytest.approx(expected.ttft_s, rel=0.10)
     assert server_ttft == pytest.approx(client_ttft, rel=0.10)
+
+
+async def test_a_late_step_is_not_caught_up_by_a_burst():
+    """After a stall (a busy machine) the engine starts its schedule afresh rather than running
+    the missed steps back to back: tokens never arrive in a burst."""
+    profile, time_scale = PROFILES["l4"], 2.0
+    engine = Engine(profile, SimMetrics("m", {}), time_scale=time_scale)
+    deliveries: list[float] = []
+    finish = engine._finish_step
+
+    def finish_after_a_stall(step, now):
+        if len(deliveries) == 10:
+            time.sleep(0.004)  # the simulator does not get the CPU for 4 ms
+        finish(step, now)
+        deliveries.append(time.perf_counter())
+
+    engine._finish_step = finish_after_a_stall
+    engine.start()
+    now = time.perf_counter()
+    request = EngineRequest(8, 30, stream=False, arrival=now, ready_at=now)
+    engine.submit(request)
+    while not request.finished:
+        await request.wait()
+    await engine.stop()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(deliveries[1:])]  # 0: prefill
+    step = profile.step_time(1, 0) / time_scale
+    assert min(gaps) > step / 4, [round(gap * 1e3, 2) for gap in gaps]

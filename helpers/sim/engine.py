@@ -1,9 +1,10 @@
 """The live engine: one asyncio task steps the scheduler on the wall clock.
 
 Each step lasts `profile.step_time(...) / time_scale`. Steps are timed against absolute deadlines
-so sleeps do not drift; a step that ends more than `LAG_TOLERANCE_S` after its deadline means
-the simulator itself is too slow: it is counted in /metrics (`vllm_sim:engine_lag_*`), logged
-(at most every 10 s), and the schedule restarts from now.
+so timer jitter does not add up, but a schedule that has fallen behind by more than half a step
+restarts from now: missed steps are never run back to back in a burst. A step that ends more
+than `LAG_TOLERANCE_S` after its deadline means the simulator itself is too slow (or starved of
+CPU): it is counted in /metrics (`vllm_sim:engine_lag_*`) and logged (at most every 10 s).
 """
 
 from __future__ import annotations
@@ -109,31 +110,42 @@ class Engine:
     async def _run(self) -> None:
         clock = time.perf_counter
         scheduler, profile, metrics = self.scheduler, self.profile, self.metrics
-        deadline = clock()
+        deadline = model_deadline = clock()
         while True:
             if not scheduler.has_work():
                 metrics.running.set(0)
                 metrics.waiting.set(0)
                 self._work.clear()
                 await self._work.wait()
-                deadline = clock()
+                if not scheduler.has_work():
+                    continue
+                # The first step runs from when the request was due at the scheduler: a late
+                # wake-up of its frontend sleep is absorbed (within the lag tolerance).
+                now = clock()
+                deadline = max(min(now, scheduler.waiting[0].ready_at), now - LAG_TOLERANCE_S)
+                model_deadline = deadline
             step = scheduler.schedule()
             metrics.running.set(len(scheduler.running))
             metrics.waiting.set(len(scheduler.waiting))
             duration = profile.step_time(step.size, step.prefill_tokens) / self.time_scale
+            start = clock()
             deadline += duration
-            delay = deadline - clock()
-            if delay > EARLY_WAKE_S:
+            model_deadline += duration  # the model's schedule, for the lag count only
+            if deadline - start < duration / 2:
+                # Behind schedule by more than half a step (a stall, a busy machine): start
+                # afresh instead of running the missed steps back to back in a burst.
+                deadline = start + duration
+            delay = deadline - start
+            if delay <= EARLY_WAKE_S:
+                await asyncio.sleep(0)  # let the HTTP side run
+            while delay > EARLY_WAKE_S:  # timers may fire early: sleep again if so
                 await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)
+                delay = deadline - clock()
             now = clock()
-            late = now - deadline
-            if duration == 0.0:
-                deadline = now
-            elif late > LAG_TOLERANCE_S:
+            late = now - model_deadline
+            if late > LAG_TOLERANCE_S:
                 self._record_lag(late, now)
-                deadline = now
+                model_deadline = now
             self._finish_step(step, now)
 
     def _finish_step(self, step, now: float) -> None:
