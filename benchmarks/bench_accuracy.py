@@ -10,6 +10,8 @@ model on a virtual clock), so a measuring client can be checked against them:
    loop) vs async (all 20 at once). Target: the measured speed-up is at least 90% of the ideal
    the model predicts, 20 x E2E(concurrency 1) / E2E(concurrency 20).
 
+The last lines are a compact Markdown table of the target figures (``benchmarks.report``).
+
 Run: ``python -m benchmarks.bench_accuracy`` (or ``make bench`` for every benchmark).
 """
 
@@ -20,6 +22,7 @@ import statistics
 
 import pandas as pd
 
+from benchmarks.report import Report
 from helpers.bench import LangChainTarget, LeanClient, machine_info, run_closed_loop, run_serial, summarize
 from helpers.bench.server_metrics import histogram_mean, metrics_delta, scrape_metrics
 from helpers.chat import make_chat_model
@@ -158,7 +161,8 @@ def _verdict(met: bool) -> str:
     return "MET" if met else "MISSED"
 
 
-def main() -> None:
+def main() -> Report:
+    report = Report("bench_accuracy")
     machine = machine_info()
     print(f"machine: {machine['nproc']} CPU {machine['cpu_model']}, Python {machine['python']}")
     pd.set_option("display.width", 160)
@@ -175,6 +179,14 @@ def main() -> None:
             f"   {row.metric} at concurrency {row.concurrency}: {row.error:+.1%} "
             f"(target within +-10%): {_verdict(abs(row.error) <= 0.10)}"
         )
+        report.add(
+            f"{row.metric} at c={row.concurrency} ({ACCURACY_PROFILE}): model / client / server side "
+            f"({row.sim_late_steps} late sim steps)",
+            f"{row.predicted_ms:.1f} / {row.measured_ms:.1f} / {row.server_side_ms:.1f} ms "
+            f"({row.error:+.1%})",
+            "+-10%",
+            bool(abs(row.error) <= 0.10),
+        )
 
     with serve(profile=BLOG_PROFILE) as server:
         speedup, ideal = _speedup(server)
@@ -188,6 +200,16 @@ def main() -> None:
             f"   {row.path}: speed-up {row.speedup:.1f}x = {row.of_ideal:.0%} of the ideal {ideal:.1f}x "
             f"(target >= 90%): {_verdict(row.of_ideal >= 0.90)}"
         )
+        report.add(
+            f"blog scenario ({BLOG_PROFILE}, {BLOG_REQUESTS} x {BLOG_TOKENS} tokens), {row.path}: "
+            "sync s / async s, speed-up",
+            f"{row.sync_total_s:.2f} / {row.async_total_s:.3f}, {row.speedup:.1f}x = {row.of_ideal:.0%} "
+            f"of ideal {ideal:.1f}x",
+            ">= 90% of ideal",
+            bool(row.of_ideal >= 0.90),
+        )
+    report.print()
+    return report
 
 
 if __name__ == "__main__":
