@@ -208,7 +208,7 @@ def main() -> dict:
     print(f"\n1. l4 profile, streamed, {prompt_tokens} prompt / {OUTPUT_TOKENS} output tokens")
     print(
         f"{'conc':>5} {'ITL ms':>8} {'model ms':>9} {'error':>7} {'TTFT ms':>8} "
-        f"{'model ms':>9} {'chunks/s':>9} {'lag s':>6}"
+        f"{'model ms':>9} {'chunks/s':>9} {'lag s':>6} {'CPU us/chunk':>13}"
     )
     best = None
     for concurrency in L4_CONCURRENCIES:
@@ -218,7 +218,8 @@ def main() -> dict:
         print(
             f"{concurrency:>5} {row['mean_itl_s'] * 1e3:>8.2f} {model.itl_s * 1e3:>9.2f} "
             f"{error:>+7.1%} {row['mean_ttft_s'] * 1e3:>8.1f} {model.ttft_s * 1e3:>9.1f} "
-            f"{row['chunks_per_s']:>9,.0f} {row['engine_lag_s']:>6.2f}"
+            f"{row['chunks_per_s']:>9,.0f} {row['engine_lag_s']:>6.2f} "
+            f"{row['server_cpu_per_chunk_s'] * 1e6:>13.1f}"
         )
         if abs(error) <= ITL_TOLERANCE:
             best = row
