@@ -62,36 +62,3 @@ def test_parsers_on_a_reply_cut_inside_the_thinking():
     assert reasoning_tokens(reply, "none", stream=False) is None
     assert stream_fields(reply, "qwen3", "reasoning")[0] is None
     assert set(stream_fields(reply, "none", "reasoning")) == {"content"}
-
-
-def test_token_histogram_renders_like_prometheus_clients_histogram():
-    from prometheus_client import CollectorRegistry, Histogram, generate_latest
-
-    from helpers.sim.metrics import ITL_BUCKETS, TokenHistogram
-
-    values = [0.001, 0.01, 0.0100001, 0.3, 2.5, 99.0, 0.02]
-    labels = {"engine": "0", "model_name": "Qwen/Qwen3-0.6B"}
-    reference_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
-    reference = Histogram(
-        "vllm:inter_token_latency_seconds",
-        "Histogram of inter-token latency in seconds.",
-        list(labels),
-        buckets=ITL_BUCKETS,
-        registry=reference_registry,
-    ).labels(*labels.values())
-    ours = TokenHistogram(
-        "vllm:inter_token_latency_seconds",
-        "Histogram of inter-token latency in seconds.",
-        ITL_BUCKETS,
-        labels,
-        ours_registry,
-    )
-    for value in values:
-        reference.observe(value)
-        ours.observe(value)
-
-    def without_created(registry) -> list[str]:
-        return [line for line in generate_latest(registry).decode().splitlines() if "_created{" not in line]
-
-    assert without_created(ours_registry) == without_created(reference_registry)
-    assert "vllm:inter_token_latency_seconds_created{" in generate_latest(ours_registry).decode()

@@ -49,7 +49,6 @@ SSE_HEADERS = [
 ]
 UNAUTHORIZED = b'{"error":"Unauthorized"}'
 DISCONNECT_SWEEP_S = 0.25
-PUSH_BUFFER_LIMIT = 16 * 1024  # bytes waiting in a transport before the engine stops pushing
 
 
 class SimState:
@@ -361,79 +360,42 @@ async def _close_connection(raw_send) -> None:
 
 
 class StreamResponse(Response):
-    """Server-sent events, one per token, written straight to the server's `send`.
-
-    Its task sends the role chunk with the first token, and the last chunks; the tokens in
-    between are pushed by the engine task right after each step (`push`), without waking this
-    task once per token.
-    """
+    """Server-sent events, one per token, written straight to the server's `send`."""
 
     def __init__(self, completion: Completion, cycle: object) -> None:
         super().__init__(media_type="text/event-stream")
         self.completion = completion
         self.cycle = cycle
-        self.sent = 0
-        reply, config = completion.reply, completion.state.config
-        self.tokens = reply.tokens
-        self.fields = stream_fields(reply, config.reasoning_parser, config.reasoning_field)
-        self.writer = ChunkWriter(completion.id, completion.created, config.model_name)
-        self.pushable = config.coalesce == 1 and completion.fate.disconnect_after is None
-        self.raw_send = None
-
-    async def push(self) -> bool:
-        """Send the one new token of the step just finished; False if this stream's task must
-        (first or last token, coalescing, an injected cut, a client that reads slowly)."""
-        request, sent = self.completion.request, self.sent
-        if (
-            request.generated != sent + 1
-            or not sent
-            or request.finished
-            or request.aborted
-            or self._backed_up()
-        ):
-            return False
-        self.sent = sent + 1
-        field = self.fields[sent]
-        if field is not SKIP:
-            body = self.writer.token(field, self.tokens[sent])
-            await self.raw_send({"type": "http.response.body", "body": body, "more_body": True})
-        return True
-
-    def _backed_up(self) -> bool:
-        """True when a send could wait on the client (the engine task must never wait)."""
-        cycle = self.cycle
-        if getattr(cycle, "disconnected", True):
-            return True
-        return cycle.transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT
 
     async def __call__(self, scope, receive, send) -> None:
         completion, cycle = self.completion, self.cycle
         state, reply, request = completion.state, completion.reply, completion.request
-        writer, fields = self.writer, self.fields
+        config = state.config
+        raw_send = scope.get("sim.send", send)
+        writer = ChunkWriter(completion.id, completion.created, config.model_name)
+        fields = stream_fields(reply, config.reasoning_parser, config.reasoning_field)
         total = len(reply)
         cut_at = None
         if completion.fate.disconnect_after is not None:
             cut_at = max(1, int(total * completion.fate.disconnect_after))
-        coalesce = state.config.coalesce
-        raw_send = self.raw_send = scope.get("sim.send", send)
+        coalesce = config.coalesce
+        sent = 0
         try:
             await raw_send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            if self.pushable:
-                request.sink = self
             while True:
-                while request.generated == self.sent and not request.finished and not request.aborted:
+                while request.generated == sent and not request.finished and not request.aborted:
                     await request.wait()
                 if request.aborted or getattr(cycle, "disconnected", False):
                     state.engine.abort(request)
                     return
-                ready, sent = request.generated, self.sent
+                ready = request.generated
                 if ready - sent < coalesce and not request.finished and sent > 0:
                     await request.wait()
                     continue
                 parts = [writer.role()] if sent == 0 else []
                 parts.extend(self._token_events(writer, fields, sent, ready, total))
-                self.sent = ready
-                if cut_at is not None and ready >= cut_at and not request.finished:
+                sent = ready
+                if cut_at is not None and sent >= cut_at and not request.finished:
                     state.metrics.faults.labels("disconnect").inc()
                     await raw_send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
                     state.engine.abort(request)
@@ -450,7 +412,6 @@ class StreamResponse(Response):
                     return
                 await raw_send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
         finally:
-            request.sink = None
             state.inflight.pop(request, None)
 
     def _token_events(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import socket
@@ -161,7 +160,6 @@ def run(config: SimConfig) -> None:
             timeout_graceful_shutdown=1,
         )
     )
-    gc.freeze()  # the long-lived objects made so far are never scanned again by the collector
     print(f"{READY_PREFIX}{port}", flush=True)
     print(
         f"Qwen3 simulator (profile {config.profile}, time_scale {config.time_scale:g}, reasoning "

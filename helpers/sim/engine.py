@@ -34,10 +34,8 @@ class EngineRequest(Sequence):
         "finished",
         "first_token_at",
         "last_token_at",
-        "loop",
         "queued_at",
         "ready_at",
-        "sink",
         "stream",
         "waiter",
     )
@@ -48,8 +46,6 @@ class EngineRequest(Sequence):
         super().__init__(prompt_tokens, output_len)
         self.stream = stream
         self.waiter: asyncio.Future | None = None
-        self.loop = asyncio.get_running_loop()
-        self.sink = None  # a stream the engine pushes tokens to (app.StreamResponse)
         self.arrival = arrival  # perf_counter() when the HTTP request was received
         self.ready_at = ready_at  # when the frontend hands it to the scheduler
         self.queued_at = 0.0
@@ -60,7 +56,7 @@ class EngineRequest(Sequence):
 
     async def wait(self) -> None:
         """Until the engine has something new for this request."""
-        self.waiter = self.loop.create_future()
+        self.waiter = asyncio.get_running_loop().create_future()
         await self.waiter
 
 
@@ -150,22 +146,9 @@ class Engine:
             if late > LAG_TOLERANCE_S:
                 self._record_lag(late, now)
                 model_deadline = now
-            for request in self._finish_step(step, now):
-                await self._deliver(request)
+            self._finish_step(step, now)
 
-    async def _deliver(self, request: EngineRequest) -> None:
-        """A streamed token: pushed from this task when possible, else its own task is woken."""
-        sink = request.sink
-        try:
-            pushed = sink is not None and await sink.push()
-        except Exception:
-            log.exception("pushing a token failed; the stream's own task takes over")
-            pushed = False
-        if not pushed:
-            _wake(request)
-
-    def _finish_step(self, step, now: float) -> list[EngineRequest]:
-        """Account for a finished step; return the streamed requests that got a token."""
+    def _finish_step(self, step, now: float) -> None:
         metrics = self.metrics
         metrics.steps.inc()
         if step.prefill_tokens:
@@ -174,7 +157,6 @@ class Engine:
         if emitted:
             metrics.generation_tokens.inc(len(emitted))
         ttft, itl = metrics.ttft, metrics.itl
-        streams = []
         for request in emitted:
             if request.aborted:
                 continue
@@ -186,14 +168,13 @@ class Engine:
                 itl.observe(now - request.last_token_at)
             request.last_token_at = now
             if request.stream:
-                streams.append(request)
+                _wake(request)
         for request in finished:
             if request.aborted:
                 continue
             request.finished = True
             metrics.e2e.observe(now - request.arrival)
             _wake(request)
-        return streams
 
     def _record_lag(self, late: float, now: float) -> None:
         self.metrics.lag_steps.inc()

@@ -7,10 +7,6 @@ lag (steps that ended later than the model says) must never pass for GPU behavio
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_left
-from collections.abc import Iterator
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,9 +15,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.utils import floatToGoString
 
 TTFT_BUCKETS = (
     0.001,
@@ -94,36 +88,6 @@ E2E_BUCKETS = (
 FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
 
 
-class TokenHistogram:
-    """A histogram observed once per generated token, rendered exactly like prometheus_client's.
-
-    The engine is one asyncio task, so plain counters do (no lock per observation): at hundreds
-    of streams a Histogram's lock and bookkeeping per token were a visible share of the CPU.
-    """
-
-    def __init__(self, name: str, doc: str, buckets: tuple, labels: dict, registry) -> None:
-        self.name, self.doc, self.labels = name, doc, labels
-        self.bounds = [*buckets, float("inf")]
-        self.counts = [0] * len(self.bounds)
-        self.sum = 0.0
-        self.created = time.time()
-        registry.register(self)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self.name, self.doc, labels=list(self.labels))
-        cumulative, buckets = 0, []
-        for bound, count in zip(self.bounds, self.counts, strict=True):
-            cumulative += count
-            buckets.append((floatToGoString(bound), cumulative))
-        family.add_metric(list(self.labels.values()), buckets, self.sum)
-        family.add_sample(self.name + "_created", self.labels, self.created)
-        yield family
-
-
 class SimMetrics:
     """The metrics one simulator process exposes on /metrics."""
 
@@ -159,12 +123,10 @@ class SimMetrics:
             "Histogram of time to first token in seconds.",
             TTFT_BUCKETS,
         )
-        self.itl = TokenHistogram(
+        self.itl = histogram(
             "vllm:inter_token_latency_seconds",
             "Histogram of inter-token latency in seconds.",
             ITL_BUCKETS,
-            dict(zip(labels, values, strict=True)),
-            registry,
         )
         self.e2e = histogram(
             "vllm:e2e_request_latency_seconds",
