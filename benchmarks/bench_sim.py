@@ -106,12 +106,20 @@ def _client_process(root_url: str, payload: dict, workers: int, stop_at_wall: fl
     queue.put([(r.start + offset, r.end + offset, r.ttft, r.tokens, r.mean_itl) for r in records])
 
 
-def run_load(root_url: str, payload: dict, concurrency: int) -> tuple[list[RequestRecord], float]:
-    """Closed loop of `concurrency` from CLIENT_PROCESSES processes; (records in window, window)."""
+def run_load(
+    root_url: str,
+    payload: dict,
+    concurrency: int,
+    warmup_s: float = WARMUP_S,
+    measure_s: float = MEASURE_S,
+) -> tuple[list[RequestRecord], float]:
+    """Closed loop of `concurrency` from CLIENT_PROCESSES processes: the requests that started
+    after the warm-up and ended within the run, and the length of the measured window."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     begin = time.time()
-    stop_at = begin + WARMUP_S + MEASURE_S + 2.0  # startup of the spawned processes
+    steady_from = begin + 2.0 + warmup_s  # 2 s: startup of the spawned processes
+    stop_at = steady_from + measure_s
     shares = [
         concurrency // CLIENT_PROCESSES + (i < concurrency % CLIENT_PROCESSES)
         for i in range(CLIENT_PROCESSES)
@@ -126,10 +134,9 @@ def run_load(root_url: str, payload: dict, concurrency: int) -> tuple[list[Reque
     rows = [row for _ in processes for row in queue.get()]
     for process in processes:
         process.join()
-    window_start = stop_at - MEASURE_S
-    records = [RequestRecord(*row) for row in rows if row[0] >= window_start - MEASURE_S]
-    measured = [r for r in records if r.start >= window_start - MEASURE_S / 2 and r.end <= stop_at]
-    return measured, MEASURE_S
+    records = [RequestRecord(*row) for row in rows]
+    measured = [r for r in records if r.start >= steady_from and r.end <= stop_at]
+    return measured, measure_s
 
 
 # ---- measurement ---------------------------------------------------------------------------
@@ -146,23 +153,28 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def measure_streaming(profile: str, concurrency: int, **serve_args) -> dict:
+def measure_streaming(profile: str, concurrency: int, expected_e2e_s: float = 0.0, **serve_args) -> dict:
+    """Stream at `concurrency`; warm-up and window grow with the expected request duration so
+    that every level is measured in steady state."""
+    warmup_s, measure_s = max(WARMUP_S, 1.5 * expected_e2e_s), max(MEASURE_S, 3 * expected_e2e_s)
     with serve(profile=profile, **serve_args) as server:
         tokens_before = scrape(server.root_url, "vllm:generation_tokens_total")
         lag_before = scrape(server.root_url, "vllm_sim:engine_lag_seconds_total")
         cpu_before, began = cpu_seconds(server.pid), time.time()
-        records, _ = run_load(server.root_url, STREAM_PAYLOAD, concurrency)
+        records, _ = run_load(server.root_url, STREAM_PAYLOAD, concurrency, warmup_s, measure_s)
         elapsed, cpu = time.time() - began, cpu_seconds(server.pid) - cpu_before
         tokens = scrape(server.root_url, "vllm:generation_tokens_total") - tokens_before
         lag = scrape(server.root_url, "vllm_sim:engine_lag_seconds_total") - lag_before
     complete = [r for r in records if r.tokens == OUTPUT_TOKENS]
-    span = max(r.end for r in complete) - min(r.start for r in complete)
+    # Closed loop in steady state (Little's law): every stream receives one request's tokens
+    # per mean request duration.
+    mean_duration = statistics.mean(r.end - r.start for r in complete)
     return {
         "concurrency": concurrency,
         "requests": len(complete),
         "mean_itl_s": statistics.mean(r.mean_itl for r in complete),
         "mean_ttft_s": statistics.mean(r.ttft for r in complete),
-        "chunks_per_s": sum(r.tokens for r in complete) / span,
+        "chunks_per_s": concurrency * statistics.mean(r.tokens for r in complete) / mean_duration,
         "server_tokens_per_s": tokens / elapsed,
         "server_cpu_per_chunk_s": cpu / tokens if tokens else float("nan"),
         "engine_lag_s": lag,
@@ -212,8 +224,8 @@ def main() -> dict:
     )
     best = None
     for concurrency in L4_CONCURRENCIES:
-        row = measure_streaming("l4", concurrency)
         model = predict("l4", concurrency, prompt_tokens, OUTPUT_TOKENS)
+        row = measure_streaming("l4", concurrency, expected_e2e_s=model.e2e_s)
         error = row["mean_itl_s"] / model.itl_s - 1
         print(
             f"{concurrency:>5} {row['mean_itl_s'] * 1e3:>8.2f} {model.itl_s * 1e3:>9.2f} "
