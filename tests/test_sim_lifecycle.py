@@ -190,3 +190,43 @@ def test_startup_failure_with_a_log_file_quotes_the_log(tmp_path):
             )
     assert "Address already in use" in str(raised.value)
     assert str(tmp_path / "sim.log") in str(raised.value)
+
+
+def test_the_api_key_is_not_on_the_child_command_line():
+    # `ps` shows every user's command lines: the key travels in the child's environment instead.
+    with serve(profile="instant", api_key="sk-not-in-ps-4821") as server:
+        assert not any("sk-not-in-ps-4821" in part for part in psutil.Process(server.pid).cmdline())
+        assert httpx.get(server.base_url + "/models").status_code == 401
+        authorised = httpx.get(
+            server.base_url + "/models", headers={"Authorization": "Bearer sk-not-in-ps-4821"}
+        )
+        assert authorised.status_code == 200
+        assert "sk-not-in-ps-4821" not in str(server.config)
+
+
+def test_in_a_jupyter_kernel_the_log_goes_to_a_file_by_default(monkeypatch):
+    # A kernel shows whatever reaches fd 2 in the cell that happens to run: no stray log lines there.
+    from helpers.sim import process
+
+    monkeypatch.setattr(process, "_in_jupyter_kernel", lambda: True)
+    with serve(profile="instant") as server:
+        assert server.log_file is not None
+        assert server.log_file.name.startswith("qwen-sim-")
+        assert "Qwen3 simulator" in server.log_file.read_text()
+    monkeypatch.setattr(process, "_in_jupyter_kernel", lambda: False)
+    with serve(profile="instant") as server:
+        assert server.log_file is None
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_no_traceback_in_the_log(tmp_path):
+    log_file = tmp_path / "sim.log"
+    with serve(profile="instant", log_file=log_file) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"messages": ['
+            )
+            time.sleep(0.2)
+        time.sleep(0.3)
+        assert httpx.get(server.root_url + "/health").status_code == 200
+    assert "Traceback" not in log_file.read_text()

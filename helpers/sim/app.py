@@ -8,7 +8,7 @@ import logging
 import time
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -57,7 +57,7 @@ class SimState:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.profile = get_profile(config.profile)
-        self.metrics = SimMetrics(config.model_name, config.as_dict())
+        self.metrics = SimMetrics(config.model_name, config.public_dict())
         self.engine = Engine(
             self.profile,
             self.metrics,
@@ -137,6 +137,8 @@ def create_app(config: SimConfig) -> OuterApp:
             return await _chat(state, request)
         except ApiError as error:
             return _error(error)
+        except ClientDisconnect:  # the client hung up before its body arrived: nobody to answer
+            return Response(b"", status_code=499)
 
     routes = [
         Route("/health", health, methods=["GET"]),

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(DEFAULT_MODEL_NAMES),
         help="model names accepted; the first is returned in responses",
     )
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/*")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("VLLM_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1/* (default: $VLLM_API_KEY, as vLLM)",
+    )
     p.add_argument(
         "--max-num-seqs",
         type=int,

@@ -67,11 +67,15 @@ class SimConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def public_dict(self) -> dict:
+        """The settings safe to show (``/metrics``, reprs): the API key is only said to be set."""
+        return {**asdict(self), "api_key": "set" if self.api_key else None}
+
     def to_args(self) -> list[str]:
         """Command-line arguments that reproduce these settings."""
         args: list[str] = []
         for name, value in asdict(self).items():
-            if value is None:
+            if value is None or name == "api_key":  # the key goes by environment, not on `ps`
                 continue
             flag = "--" + name.replace("_", "-")
             if name == "served_model_name":

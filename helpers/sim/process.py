@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -58,8 +59,8 @@ class SimServer:
 
     @property
     def config(self) -> dict:
-        """All settings, with the port actually bound."""
-        return {**self.config_obj.as_dict(), "port": self.port}
+        """All settings, with the port actually bound (the API key only said to be set)."""
+        return {**self.config_obj.public_dict(), "port": self.port}
 
     @property
     def model(self) -> str:
@@ -125,7 +126,8 @@ def serve(
 
     The child never outlives this process. `port=0` takes a free port (see `server.port`).
     Its log (banner, warnings such as engine lag) goes to this process's stderr, or is appended
-    to `log_file` when given (e.g. in a notebook, where stderr shows up in whatever cell runs).
+    to `log_file` when given. In a Jupyter kernel, where stderr shows up in whatever cell runs,
+    it defaults to `qwen-sim-<pid>.log` in the temp directory (`server.log_file`).
     """
     config = SimConfig(
         profile=profile,
@@ -153,14 +155,20 @@ def serve(
     command += ["--watch-parent", str(os.getpid())]
     if threading.current_thread() is threading.main_thread():
         command.append("--pdeathsig")
+    if log_file is None and _in_jupyter_kernel():
+        log_file = Path(tempfile.gettempdir()) / f"qwen-sim-{os.getpid()}.log"
     log_path = Path(log_file) if log_file is not None else None
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("VLLM_API_KEY", None)
+    if config.api_key:
+        env["VLLM_API_KEY"] = config.api_key  # not on the command line, where `ps` shows it
     with open(log_path, "ab") if log_path else contextlib.nullcontext() as log_stream:
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log_stream,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=env,
         )
     try:
         bound_port = _read_port(process, startup_timeout)
@@ -175,6 +183,13 @@ def serve(
         process.wait()
         raise
     return server
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside an IPython kernel (Jupyter), without importing IPython when it isn't loaded."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _where_its_log_is(log_path: Path | None, size: int = 2000) -> str:
