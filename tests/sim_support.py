@@ -1,4 +1,9 @@
-"""Shared helpers for the simulator tests: a lean streaming client and transcript loading."""
+"""Shared test support: the real vLLM 0.32 transcripts (read and replayed) and a lean streaming
+client for the simulator tests.
+
+The transcripts come from a real server running a tiny, randomly initialised Qwen3-shaped model:
+the text is noise, the wire format is real.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from langchain_openai._compat import httpx as sdk_httpx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm-0.32"
 
@@ -27,13 +33,25 @@ class Transcript:
     def json(self):
         return orjson.loads(self.body)
 
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
     def events(self) -> list[bytes]:
-        """The SSE `data:` payloads, in order."""
+        """The SSE `data:` payloads, in order, `[DONE]` included."""
         return [line[6:] for line in self.body.split(b"\n") if line.startswith(b"data: ")]
+
+    def sse_events(self) -> list[dict]:
+        """The SSE `data:` payloads parsed as JSON, `[DONE]` excluded."""
+        return [orjson.loads(event) for event in self.events() if event != b"[DONE]"]
 
 
 def load_transcript(name: str) -> Transcript:
-    """Parse `### METHOD path`, `### request: ...` (optional), then the raw HTTP response."""
+    """Parse `### METHOD path`, `### request: ...` (optional), then the raw HTTP response.
+
+    Two transcripts (the API-key errors) were recorded without those lines: method and path
+    are empty. A request body that is not JSON (the malformed-JSON case) stays bytes.
+    """
     raw = (FIXTURES / f"{name}.http").read_bytes()
     method = path = ""
     request: dict | bytes | None = None
@@ -55,6 +73,26 @@ def load_transcript(name: str) -> Transcript:
         name, _, value = line.partition(": ")
         headers[name.lower()] = value
     return Transcript(method, path, request, status, headers, body)
+
+
+def replay_transport(name: str, seen: list[dict] | None = None) -> sdk_httpx.MockTransport:
+    """A transport of the openai SDK's httpx flavour answering every request with one transcript.
+
+    Request bodies are appended to `seen` so tests can check what the client sent.
+    """
+    transcript = load_transcript(name)
+    headers = {
+        key: value
+        for key, value in transcript.headers.items()
+        if key not in ("content-length", "transfer-encoding")
+    }
+
+    def handler(request: sdk_httpx.Request) -> sdk_httpx.Response:
+        if seen is not None and request.content:
+            seen.append(orjson.loads(request.content))
+        return sdk_httpx.Response(transcript.status, headers=headers, content=transcript.body)
+
+    return sdk_httpx.MockTransport(handler)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_transcripts_decode import load_transcript
+from sim_support import load_transcript
 
 import helpers.endpoint as endpoint_module
 from helpers.endpoint import (

@@ -186,13 +186,13 @@ def test_metrics_names_labels_and_buckets_match_vllm(sim):
     response, transcript = replay(client, f"{config}-metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    ours, theirs = _metric_lines(response.text), _metric_lines(transcript.body.decode())
+    ours, theirs = _metric_lines(response.text), _metric_lines(transcript.text)
     for name in REQUIRED_METRICS:
         assert name in ours, name
         assert ours[name] == theirs[name], name
     for histogram in ("time_to_first_token", "inter_token_latency", "e2e_request_latency"):
         pattern = rf'vllm:{histogram}_seconds_bucket{{[^}}]*le="([^"]+)"'
-        assert re.findall(pattern, response.text) == re.findall(pattern, transcript.body.decode())
+        assert re.findall(pattern, response.text) == re.findall(pattern, transcript.text)
     reasons = set(re.findall(r'vllm:request_success_total{[^}]*finished_reason="(\w+)"', response.text))
     assert reasons == {"stop", "length", "abort", "error", "repetition"}
     assert 'vllm_sim:engine_lag_steps_total{engine="0",model_name="Qwen/Qwen3-0.6B"}' in response.text
