@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
-from sim_support import load_transcript, replay_transport
+from support import load_transcript, replay_transport
 
 from helpers.chat import REASONING_KEY, ReasoningChatOpenAI, make_chat_model, thinking_extra_body
 from helpers.endpoint import DEFAULT_MODEL, Endpoint

@@ -7,14 +7,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from sim_support import load_transcript
+from support import free_port, html_server, load_transcript
 
 import helpers.endpoint as endpoint_module
 from helpers.endpoint import (
@@ -49,35 +47,11 @@ def vllm_like(api_key: str | None = None, served=("Qwen/Qwen3-0.6B", "Qwen-0.6B"
     return httpx.MockTransport(handler)
 
 
-class _HtmlHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"<html><body><h1>It works!</h1></body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def html_server() -> Iterator[str]:
+@pytest.fixture(name="html_server")
+def html_server_fixture() -> Iterator[str]:
     """A plain-HTTP web server that is not an OpenAI API (like a default nginx page)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with html_server() as address:
+        yield address
 
 
 # --- resolving -----------------------------------------------------------------------------------

@@ -10,12 +10,10 @@ outcome whose error says what to do.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from support import free_port, html_server
 
 from helpers.chat import make_chat_model
 from helpers.concurrency import amap
@@ -35,40 +33,11 @@ def keyed_sim() -> Iterator[SimServer]:
         yield server
 
 
-class _NotJson(BaseHTTPRequestHandler):
-    """Answers every request with 200 and an HTML page, like a web server on the wrong port."""
-
-    def _page(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        body = b"<html><body>Welcome to nginx!</body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _page
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def not_json_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotJson)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A web server answering HTML, as a base URL."""
+    with html_server() as address:
+        yield f"http://{address}/v1"
 
 
 def one_outcome(endpoint: Endpoint, prompt: str = "你好", **model_settings: object) -> Outcome:

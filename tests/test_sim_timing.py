@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from sim_support import closed_loop
+from support import closed_loop
 
 from helpers.sim import PROFILES, predict, serve
 from helpers.sim.engine import Engine, EngineRequest

@@ -12,7 +12,7 @@ import re
 import httpx
 import orjson
 import pytest
-from sim_support import load_transcript, shape, text_or_null
+from support import load_transcript, shape, text_or_null
 
 from helpers.sim import serve
 

@@ -1,7 +1,7 @@
 """Decode the real vLLM 0.32 transcripts (tests/fixtures/vllm-0.32/) with helpers.reasoning.
 
 The transcripts come from a real server running a tiny, randomly initialised Qwen3-shaped model:
-the text is noise, the wire format is real. The reader lives in sim_support.py.
+the text is noise, the wire format is real. The reader lives in support.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sim_support import FIXTURES, load_transcript
+from support import FIXTURES, load_transcript
 
 from helpers.reasoning import Parts, ReasoningStream, reasoning_field, split_message, split_reasoning
 

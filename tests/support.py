@@ -1,5 +1,5 @@
-"""Shared test support: the real vLLM 0.32 transcripts (read and replayed) and a lean streaming
-client for the simulator tests.
+"""Shared test support: the real vLLM 0.32 transcripts (read and replayed), a lean streaming
+client for the simulator tests, a web server that is not an OpenAI API, and a free port.
 
 The transcripts come from a real server running a tiny, randomly initialised Qwen3-shaped model:
 the text is noise, the wire format is real.
@@ -8,8 +8,13 @@ the text is noise, the wire format is real.
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -167,3 +172,42 @@ def text_or_null(tree: object, names: tuple[str, ...] = ("content", "reasoning")
             for item in tree
         ]
     return tree
+
+
+class _HtmlPage(BaseHTTPRequestHandler):
+    """Answers every GET and POST with 200 and an HTML page, like a web server on the wrong port."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = b"<html><body>Welcome to nginx!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def html_server() -> Iterator[str]:
+    """A plain-HTTP web server that is not an OpenAI API; yields its ``127.0.0.1:PORT``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (just now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
