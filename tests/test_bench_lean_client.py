@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from support import load_transcript
 
 from helpers.bench import lean_client
 from helpers.bench.lean_client import LeanClient
-
-FIXTURES = Path(__file__).parent / "fixtures" / "vllm-0.32"
-
-
-def transcript_body(name: str) -> bytes:
-    """The response body of a transcript (after the blank line that ends the headers)."""
-    text = (FIXTURES / name).read_bytes()
-    response = text[text.index(b"HTTP/1.1") :]
-    return re.split(rb"\r?\n\r?\n", response, maxsplit=1)[1]
 
 
 def replay(body: bytes, status: int = 200, piece: int | None = None) -> httpx.MockTransport:
@@ -57,10 +47,10 @@ def choice_events(body: bytes) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "name", ["qwen3-parser-stream-thinking-usage.http", "deepseek-r1-parser-stream-thinking-usage.http"]
+    "name", ["qwen3-parser-stream-thinking-usage", "deepseek-r1-parser-stream-thinking-usage"]
 )
 async def test_stream_with_reasoning_parser(name, tick_clock):
-    body = transcript_body(name)
+    body = load_transcript(name).body
     events = choice_events(body)
     first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
     assert "reasoning" in events[1]["choices"][0]["delta"]  # reasoning precedes the answer
@@ -81,14 +71,14 @@ async def test_stream_with_reasoning_parser(name, tick_clock):
 
 
 async def test_stream_split_at_arbitrary_bytes_gives_the_same_counts():
-    body = transcript_body("qwen3-parser-stream-thinking-usage.http")
+    body = load_transcript("qwen3-parser-stream-thinking-usage").body
     client = LeanClient("http://vllm/v1", "m", transport=replay(body, piece=7))
     record = await client.arequest("x")
     assert record.ok and record.chunks == len(choice_events(body)) and record.output_tokens == 40
 
 
 async def test_stream_without_thinking_answers_from_the_first_content(tick_clock):
-    body = transcript_body("no-parser-stream-no-thinking.http")
+    body = load_transcript("no-parser-stream-no-thinking").body
     events = choice_events(body)
     first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
     record = await LeanClient("http://vllm/v1", "m", transport=replay(body)).arequest("x")
@@ -109,7 +99,7 @@ async def test_inline_think_block_delays_the_first_answer(tick_clock):
 
 
 async def test_request_body_asks_for_usage_and_merges_extra_body():
-    transport = replay(transcript_body("qwen3-parser-stream-thinking-usage.http"))
+    transport = replay(load_transcript("qwen3-parser-stream-thinking-usage").body)
     client = LeanClient(
         "http://vllm/v1/",
         "Qwen-0.6B",
@@ -126,7 +116,7 @@ async def test_request_body_asks_for_usage_and_merges_extra_body():
 
 
 async def test_non_streamed_reply_gives_latency_and_usage():
-    body = transcript_body("qwen3-parser-chat-thinking.http")
+    body = load_transcript("qwen3-parser-chat-thinking").body
     client = LeanClient("http://vllm/v1", "m", stream=False, transport=replay(body, piece=10_000))
     record = await client.arequest("x")
     usage = json.loads(body)["usage"]
@@ -136,7 +126,7 @@ async def test_non_streamed_reply_gives_latency_and_usage():
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_http_error_is_a_failed_record_with_the_server_message(stream):
-    body = transcript_body("qwen3-parser-error-stream-bad-temperature.http")
+    body = load_transcript("qwen3-parser-error-stream-bad-temperature").body
     client = LeanClient("http://vllm/v1", "m", stream=stream, transport=replay(body, 400, 10_000))
     record = await client.arequest("x")
     assert not record.ok
@@ -144,7 +134,7 @@ async def test_http_error_is_a_failed_record_with_the_server_message(stream):
 
 
 async def test_broken_stream_and_refused_connection_are_failed_records():
-    body = transcript_body("qwen3-parser-stream-thinking-usage.http")
+    body = load_transcript("qwen3-parser-stream-thinking-usage").body
     truncated = body[: body.index(b"data: [DONE]")]
     record = await LeanClient("http://x/v1", "m", transport=replay(truncated)).arequest("x")
     assert not record.ok and "without [DONE]" in record.error and record.ttft_s is not None
