@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from helpers.bench.records import RequestRecord
-from helpers.reasoning import ReasoningStream
+from helpers.reasoning import ReasoningStream, reasoning_field
 
 DEFAULT_TIMEOUT_S = 300.0
 clock = time.perf_counter  # the one clock of every timestamp (tests replace it)
@@ -172,8 +172,7 @@ async def _read_stream(reply: httpx.Response, start: float) -> RequestRecord:
                 last = now
                 if decoder is not None:
                     delta = choices[0].get("delta") or {}
-                    reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-                    if decoder.feed(reasoning, delta.get("content")).answer:
+                    if decoder.feed(reasoning_field(delta), delta.get("content")).answer:
                         ttfa = now - start
                         decoder = None
             elif event.get("usage"):
