@@ -194,16 +194,6 @@ async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> Asyn
             await own_pool.aclose()
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(
-        block if isinstance(block, str) else str(block.get("text", ""))
-        for block in content
-        if isinstance(block, str) or block.get("type") == "text"
-    )
-
-
 def _reasoning(message: BaseMessage) -> str | None:
     for key in ("reasoning_content", "reasoning"):
         value = message.additional_kwargs.get(key)
@@ -337,7 +327,7 @@ class _Batch:
                     index=index,
                     prompt=prompt,
                     ok=True,
-                    answer=_text(reply.content) if isinstance(reply, BaseMessage) else str(reply),
+                    answer=str(reply.text) if isinstance(reply, BaseMessage) else str(reply),
                     reasoning=reasoning,
                     attempts=attempts,
                     latency_s=time.perf_counter() - started,

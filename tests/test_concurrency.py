@@ -126,6 +126,20 @@ async def test_reasoning_usage_and_latency_are_read_from_the_message() -> None:
     assert outcome.latency_s > 0
 
 
+class BlocksModel(ScriptedModel):
+    """Replies with content blocks, as providers that return reasoning blocks do."""
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        blocks = [{"type": "reasoning", "reasoning": "2+2"}, {"type": "text", "text": "4"}, "!"]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=blocks))])
+
+
+async def test_content_blocks_give_the_text_as_answer_and_the_reasoning_apart() -> None:
+    [outcome] = await amap(BlocksModel(), ["2+2?"], progress=False)
+    assert outcome.ok and type(outcome.answer) is str
+    assert (outcome.answer, outcome.reasoning) == ("4!", "2+2")
+
+
 async def test_transient_errors_are_retried_and_counted() -> None:
     model = scripted(
         beta=[ConnectionResetError(104, "Connection reset by peer"), http_error(503)],

@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -106,7 +105,7 @@ class _StreamTimer:
             self.itl.append(now - self.last)
         self.last = now
         if self.decoder is not None:
-            content = chunk.content if isinstance(chunk.content, str) else _text(chunk.content)
+            content = chunk.content if isinstance(chunk.content, str) else str(chunk.text)
             if self.decoder.feed(reasoning, content).answer:
                 self.ttfa = now - self.start
                 self.decoder = None
@@ -157,7 +156,3 @@ def _failed(start: float, error: BaseException, streamed: bool) -> RequestRecord
         error=f"{type(error).__name__}: {error}",
         streamed=streamed,
     )
-
-
-def _text(content: Iterable[Any]) -> str:
-    return "".join(part if isinstance(part, str) else str(part.get("text", "")) for part in content)
