@@ -22,8 +22,8 @@ import statistics
 
 import pandas as pd
 
-from benchmarks.report import Report
-from helpers.bench import LangChainTarget, LeanClient, machine_info, run_closed_loop, run_serial, summarize
+from benchmarks.report import Report, machine_line, verdict
+from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, run_serial, summarize
 from helpers.bench.server_metrics import histogram_mean, metrics_delta, scrape_metrics
 from helpers.chat import make_chat_model
 from helpers.endpoint import Endpoint
@@ -157,14 +157,9 @@ def _speedup(server) -> tuple[pd.DataFrame, float]:
     return frame, ideal_sync / ideal_async
 
 
-def _verdict(met: bool) -> str:
-    return "MET" if met else "MISSED"
-
-
 def main() -> Report:
     report = Report("bench_accuracy")
-    machine = machine_info()
-    print(f"machine: {machine['nproc']} CPU {machine['cpu_model']}, Python {machine['python']}")
+    print(f"machine: {machine_line()}")
     pd.set_option("display.width", 160)
 
     with serve(profile=ACCURACY_PROFILE) as server:
@@ -177,7 +172,7 @@ def main() -> Report:
     for row in accuracy.itertuples():
         print(
             f"   {row.metric} at concurrency {row.concurrency}: {row.error:+.1%} "
-            f"(target within +-10%): {_verdict(abs(row.error) <= 0.10)}"
+            f"(target within +-10%): {verdict(abs(row.error) <= 0.10)}"
         )
         report.add(
             f"{row.metric} at c={row.concurrency} ({ACCURACY_PROFILE}): model / client / server side "
@@ -198,7 +193,7 @@ def main() -> Report:
     for row in speedup.iloc[:2].itertuples():
         print(
             f"   {row.path}: speed-up {row.speedup:.1f}x = {row.of_ideal:.0%} of the ideal {ideal:.1f}x "
-            f"(target >= 90%): {_verdict(row.of_ideal >= 0.90)}"
+            f"(target >= 90%): {verdict(row.of_ideal >= 0.90)}"
         )
         report.add(
             f"blog scenario ({BLOG_PROFILE}, {BLOG_REQUESTS} x {BLOG_TOKENS} tokens), {row.path}: "

@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 import openai
 import pandas as pd
 
-from benchmarks.report import Report
-from helpers.bench import LangChainTarget, LeanClient, machine_info, run_closed_loop, summarize
+from benchmarks.report import Report, machine_line, verdict
+from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, summarize
 from helpers.bench.firehose import serve_firehose
 from helpers.bench.server_metrics import metrics_delta, scrape_metrics
 from helpers.chat import make_chat_model
@@ -270,14 +270,9 @@ async def _streaming_at_pace(server) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdict(met: bool) -> str:
-    return "MET" if met else "MISSED"
-
-
 def main() -> Report:
     report = Report("bench_client")
-    machine = machine_info()
-    print(f"machine: {machine['nproc']} CPU {machine['cpu_model']}, Python {machine['python']}")
+    print(f"machine: {machine_line()}")
     pd.set_option("display.width", 160)
 
     with serve(profile="instant") as server:
@@ -290,7 +285,7 @@ def main() -> Report:
     spread = f"rounds {min(ratios) - 1:+.0%} to {max(ratios) - 1:+.0%}"
     print(
         f"   amap over ainvoke + gather: {extra:+.1%} CPU per request, median of {len(ratios)} "
-        f"rounds ({spread}) (target <= +10%): {_verdict(extra <= 0.10)}"
+        f"rounds ({spread}) (target <= +10%): {verdict(extra <= 0.10)}"
     )
     for client, cpu_ms in per_request.items():
         report.add(f"CPU per request, {client} (instant, 64 in flight)", f"{cpu_ms:.2f} ms")
@@ -310,7 +305,7 @@ def main() -> Report:
         worst = group.loc[group["ratio"].idxmin()]
         print(
             f"   {path}: lowest measured/model ratio {worst.ratio:.1%} (target >= 95%): "
-            f"{_verdict(worst.ratio >= 0.95)}"
+            f"{verdict(worst.ratio >= 0.95)}"
         )
         shown = ", ".join(f"{row.ratio:.0%}" for row in group.itertuples())
         concurrencies = ",".join(str(c) for c in group["concurrency"])
@@ -331,7 +326,7 @@ def main() -> Report:
     print(streaming.round(1).to_string(index=False))
     by_client = streaming.set_index("client")
     lean_rate = by_client.loc["lean httpx SSE reader", "chunks_per_s"]
-    print(f"   lean path: {lean_rate:,.0f} chunks/s (target >= 20,000): {_verdict(lean_rate >= 20_000)}")
+    print(f"   lean path: {lean_rate:,.0f} chunks/s (target >= 20,000): {verdict(lean_rate >= 20_000)}")
     for client, row in by_client.iterrows():
         met = bool(lean_rate >= 20_000) if client == "lean httpx SSE reader" else None
         report.add(

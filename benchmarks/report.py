@@ -11,8 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from helpers.bench import machine_info
+
+
+def machine_line(machine: dict[str, Any] | None = None) -> str:
+    """This machine in one line, e.g. ``2 CPU AMD EPYC 7B13, 24 GB, Python 3.11.9``."""
+    machine = machine or machine_info()
+    memory = f", {machine['memory_gb']:.0f} GB" if machine.get("memory_gb") else ""
+    return f"{machine['nproc']} CPU {machine['cpu_model']}{memory}, Python {machine['python']}"
+
+
+def verdict(met: bool) -> str:
+    """``MET`` or ``MISSED``, for a figure printed against its target."""
+    return "MET" if met else "MISSED"
 
 
 @dataclass
@@ -31,13 +44,11 @@ class Report:
 
     def markdown(self) -> str:
         """A Markdown table headed by the script, date, machine and load average."""
-        machine = machine_info()
         if self.load_end is None:
             self.load_end = os.getloadavg()[0]
         header = (
-            f"**{self.script}** — {dt.date.today().isoformat()}, {machine['nproc']} CPU "
-            f"{machine['cpu_model']}, Python {machine['python']}, load average (1 min) "
-            f"{self.load_start:.1f} at start, {self.load_end:.1f} at end"
+            f"**{self.script}** — {dt.date.today().isoformat()}, {machine_line()}, load average "
+            f"(1 min) {self.load_start:.1f} at start, {self.load_end:.1f} at end"
         )
         lines = [header, "", "| figure | measured | target | verdict |", "| --- | --- | --- | --- |"]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
