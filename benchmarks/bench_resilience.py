@@ -16,7 +16,6 @@ import contextlib
 import gc
 import logging
 import os
-import platform
 import re
 import signal
 import tempfile
@@ -30,6 +29,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.report import machine_line
 from helpers.chat import make_chat_model
 from helpers.concurrency import BatchCancelled, amap
 from helpers.endpoint import Endpoint
@@ -696,19 +696,6 @@ def soak(requests: int = 10_000, *, concurrency: int = 256, warmup: int = 300) -
 # --- report ---------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = psutil.virtual_memory().total / 2**30
-    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GB, Python {platform.python_version()}"
-
-
 SCENARIOS = ("faults", "gone", "cancel", "checkpoint", "soak")
 
 
@@ -720,7 +707,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--soak-concurrency", type=int, default=256)
     args = parser.parse_args(argv)
     chosen = set(args.only.split(","))
-    print(f"Resilience figures ({machine()})")
+    print(f"Resilience figures ({machine_line()})")
     if "faults" in chosen:
         print(
             "\nFault matrix: 20% of requests fail (8% 500/503, 4% 429 + Retry-After, 8% cut "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import platform
 import re
 import statistics
 import time
@@ -200,20 +199,12 @@ def measure_non_streamed(concurrency: int) -> dict:
 # ---- reporting -----------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
-
-
 def main() -> dict:
     """Run the three measurements, print them, and return the figures."""
+    from benchmarks.report import machine_line  # here: the spawned client processes import this module
+
     print(
-        f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start; clients: "
+        f"Machine: {machine_line()}; load average {os.getloadavg()[0]:.1f} at start; clients: "
         f"{CLIENT_PROCESSES} processes, raw httpx"
     )
     prompt_tokens = count_prompt_tokens(MESSAGES, enable_thinking=False)
