@@ -27,7 +27,8 @@ class Outcome:
 
     ``ok`` is True when the model returned a complete reply (``finish_reason`` set); then
     ``answer`` holds the text and ``reasoning`` the reasoning if the model exposed it (in
-    ``additional_kwargs["reasoning_content"]``). Otherwise ``error_type`` and ``error`` say why:
+    ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]``, or as reasoning content
+    blocks). Otherwise ``error_type`` and ``error`` say why:
     the exception's class name (``RateLimitError``, ``BadRequestError``, ``IncompleteStream``,
     ``RequestTimeout``, ``Cancelled``, ...) and a message with the HTTP status and cause.
     ``attempts`` counts requests actually sent for this prompt (0: never sent), ``retried``
