@@ -70,7 +70,9 @@ class Endpoint:
         'Talking to an OpenAI-compatible server at http://127.0.0.1:9/v1 (no answer on /version...
         """
         if self.kind == "simulator":
-            what = f"the embedded simulator ({self.label})" if self.label else "the simulator"
+            embedded = _embedded is not None and _embedded.base_url == self.base_url
+            what = "the embedded simulator" if embedded else "a simulator"
+            what = f"{what} ({self.label})" if self.label else what
             return f"Talking to {what} at {self.base_url}, model {self.model}"
         try:
             server = server_version(self.root_url, timeout=timeout)

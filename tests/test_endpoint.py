@@ -254,6 +254,12 @@ def test_embedded_simulator_is_started_once(capsys: pytest.CaptureFixture[str]) 
     assert diagnose(first).ok
 
 
+def test_a_simulator_started_by_hand_is_not_called_the_embedded_one() -> None:
+    own = Endpoint("http://127.0.0.1:9/v1", kind="simulator", label="profile t4, time scale 1x")
+    expected = "Talking to a simulator (profile t4, time scale 1x) at http://127.0.0.1:9/v1"
+    assert own.describe() == expected + ", model Qwen/Qwen3-0.6B"
+
+
 # --- the same checks against the simulator (a real HTTP server speaking vLLM's wire format) ------
 
 
