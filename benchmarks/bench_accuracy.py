@@ -25,12 +25,12 @@ import pandas as pd
 from benchmarks.report import Report, machine_line, verdict
 from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, run_serial, summarize
 from helpers.bench.server_metrics import histogram_mean, metrics_delta, scrape_metrics
-from helpers.chat import make_chat_model
+from helpers.chat import make_chat_model, thinking_extra_body
 from helpers.endpoint import Endpoint
 from helpers.sim import predict, serve
 
 PROMPT = "你是谁?"
-NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+NO_THINKING = thinking_extra_body(False)
 ACCURACY_PROFILE = "l4"
 ACCURACY_TOKENS = 128
 ACCURACY_POINTS = {1: 8, 32: 128}  # concurrency: requests

@@ -34,13 +34,13 @@ from benchmarks.report import Report, machine_line, verdict
 from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, summarize
 from helpers.bench.firehose import serve_firehose
 from helpers.bench.server_metrics import metrics_delta, scrape_metrics
-from helpers.chat import make_chat_model
+from helpers.chat import make_chat_model, thinking_extra_body
 from helpers.concurrency import amap
 from helpers.endpoint import Endpoint
 from helpers.sim import predict, serve
 
 PROMPT = "你是谁?"
-NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+NO_THINKING = thinking_extra_body(False)
 OVERHEAD_REQUESTS = 384
 OVERHEAD_CONCURRENCY = 64
 OVERHEAD_ROUNDS = 7

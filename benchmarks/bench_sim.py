@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -142,9 +141,11 @@ def run_load(
 
 
 def scrape(root_url: str, name: str) -> float:
-    text = httpx.get(root_url + "/metrics").text
-    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    """One sample of the server's /metrics, summed over its labels (0 when absent)."""
+    # Imported here: the spawned client processes import this module and need none of helpers.bench.
+    from helpers.bench.server_metrics import scrape_metrics
+
+    return scrape_metrics(root_url).get(name, 0.0)
 
 
 def cpu_seconds(pid: int) -> float:
