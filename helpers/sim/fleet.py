@@ -254,3 +254,26 @@ def _wait_healthy(router: Router, timeout: float) -> None:
     raise SimServerError(
         f"vllm-router did not answer /health within {timeout:g} s; {_where_its_log_is(router.log_file)}"
     )
+
+
+def run_fleet(
+    replicas: int, router: str | None, policy: str, host: str, port: int, **sim_options: Any
+) -> None:
+    """``python -m helpers.sim --replicas N [--router vllm-router]``: start, print, serve until stopped.
+
+    One line per replica, then the router's (see ``Fleet.lines``); SIGINT or SIGTERM stops everything.
+    """
+    import signal
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    fleet = serve_fleet(replicas, router=router, policy=policy, host=host, port=port, **sim_options)
+    try:
+        print("\n".join(fleet.lines()), flush=True)
+        while not stop.wait(0.5):
+            if not fleet.is_running():
+                print("a fleet process exited; stopping the fleet", file=sys.stderr, flush=True)
+                break
+    finally:
+        fleet.stop()
