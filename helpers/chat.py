@@ -14,15 +14,23 @@
 * gives each event loop its own async HTTP client, so one model can serve several
   ``asyncio.run(...)`` calls (plain ``ChatOpenAI`` shares one process-wide ``httpx.AsyncClient``
   whose pooled connections belong to the first loop: ``RuntimeError: Event loop is closed``);
-* asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives.
+  the models of one loop share one connection pool per timeout, closed when ``asyncio.run()``
+  shuts the loop down (httpx and the openai SDK have no hook for a loop's end: a task of ours,
+  pending until the loop cancels it at shutdown, closes the pool);
+* asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives;
+* keeps the reasoning next to tool calls (``bind_tools``, streamed ``tool_call_chunks``,
+  ``with_structured_output``), turns tool arguments that are JSON but no object (a small model
+  writes ``true``) into ``invalid_tool_calls`` instead of a crash, and raises
+  ``ToolFlagsMissingError`` with the ``vllm serve`` flags to add when vLLM refuses tools.
 
 Why subclass ``ChatOpenAI`` rather than use ``langchain_deepseek.ChatDeepSeek``: ChatDeepSeek maps
 the ``reasoning_content``/``reasoning`` fields, but it does not split an inline ``<think>`` block
 (a vLLM server started without a reasoning parser), it labels every reply as provider "deepseek",
 and it builds one async client per model, which still breaks across event loops. The subclass is
-two small overrides on top of the hooks ChatOpenAI already has (``_create_chat_result`` and
-``_convert_chunk_to_generation_chunk``) plus a per-stream decoder, so everything else —
-tools, structured output, callbacks, retries — stays ChatOpenAI's.
+a few small overrides of the hooks ChatOpenAI already has (``_create_chat_result``,
+``_convert_chunk_to_generation_chunk``, and ``_generate``/``_stream`` wrapped for the tool-flags
+error) plus a per-stream decoder, so everything else — tool and structured-output parsing,
+callbacks, retries — stays ChatOpenAI's.
 
 Example:
     >>> from helpers.chat import make_chat_model

@@ -4,8 +4,10 @@
 environment (``QWEN_BASE_URL``, ``QWEN_MODEL``, ``QWEN_API_KEY``; also ``OPENAI_BASE_URL`` /
 ``OPENAI_API_KEY``), and otherwise starts the embedded simulator once per process (profile from
 ``QWEN_SIM_PROFILE``, default ``l4``; speed-up from ``QWEN_SIM_TIME_SCALE``, default 1) and says so
-in one line. ``diagnose()`` probes an endpoint with httpx and names each check; ``check_endpoint()``
-raises ``EndpointError`` with a message that tells the user what to do.
+in one line. ``diagnose()`` probes an endpoint with httpx and names each check (with ``tools=True``
+also whether the server accepts tools); ``check_endpoint()`` raises ``EndpointError`` with a
+message that tells the user what to do. ``connect_failure()`` says why a connection failed, for
+``diagnose`` and for ``helpers.retry`` alike.
 
 The API key is held as a ``pydantic.SecretStr``: it never shows in a repr, a message or a log line.
 
