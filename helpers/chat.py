@@ -203,6 +203,8 @@ class ReasoningChatOpenAI(ChatOpenAI):
     def _create_chat_result(
         self, response: dict | openai.BaseModel, generation_info: dict | None = None
     ) -> ChatResult:
+        if not isinstance(response, dict | openai.BaseModel):  # an HTML page: ChatOpenAI says so
+            return super()._create_chat_result(response, generation_info)
         response_dict = (
             response
             if isinstance(response, dict)

@@ -391,3 +391,12 @@ def test_timeout_none_means_no_read_timeout_but_a_connect_timeout() -> None:
     assert model.root_async_client.timeout.read is None
     short = make_chat_model(endpoint=MOCK, timeout=3)
     assert short.root_client.timeout.read == 3 and short.root_client.timeout.connect == 3
+
+
+def test_an_answer_that_is_not_json_gets_langchains_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/html"}, content=b"<html>nginx</html>")
+
+    model = make_chat_model(endpoint=MOCK, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(ValueError, match="Unexpected response type from OpenAI-compatible endpoint"):
+        model.invoke("q")
