@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import uuid
@@ -82,6 +83,7 @@ _FORMAT_EXAMPLES = {
     "json-pointer": "/items/0",
     "relative-json-pointer": "0/items",
     "unknown": "",
+    "uuid": "3f2b8c1e-4d5a-4b6c-8d7e-9f0a1b2c3d4e",
 }
 # Property-name words -> the prompt fact a string property takes (see PromptFacts).
 _NAME_FACTS = {
@@ -351,7 +353,9 @@ class _InstanceBuilder:
         self.facts = facts
         self.rng = rng
         self.optional = optional
-        self.validator = jsonschema.Draft202012Validator(root if isinstance(root, dict) else {})
+        self.validator = jsonschema.Draft202012Validator(
+            root if isinstance(root, dict) else {}, format_checker=jsonschema.FormatChecker()
+        )
 
     def build(self) -> Any:
         value = self.value(self.root, None, 0)
@@ -495,7 +499,7 @@ class _InstanceBuilder:
         default = schema.get("default")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and fits(default):
             return int(default) if integer else default
-        for candidate in _number_candidates(schema):
+        for candidate in _number_candidates(schema, integer):
             if fits(candidate):
                 return int(candidate) if integer else candidate
         raise _Unsatisfiable("no number fits the bounds")
@@ -575,26 +579,34 @@ def _is_list_name(name: str | None) -> bool:
     return bool(name) and (name.lower() in _LIST_NAMES or any(w in _LIST_NAMES for w in _name_words(name)))
 
 
-def _number_candidates(schema: dict) -> list[int | float]:
-    low = schema.get("minimum")
-    xlow = schema.get("exclusiveMinimum")
-    high = schema.get("maximum")
-    xhigh = schema.get("exclusiveMaximum")
-    step = schema.get("multipleOf")
-    candidates: list[int | float] = []
-    for bound in (low, xlow):
-        if isinstance(bound, (int, float)) and not isinstance(bound, bool):
-            start = bound if bound is low else (int(bound) + 1 if float(bound).is_integer() else bound + 0.5)
-            if step:
-                start = -(-start // step) * step
-            candidates += [start, int(start) + 1 if float(start).is_integer() else start]
-    for bound in (high, xhigh):
-        if isinstance(bound, (int, float)) and not isinstance(bound, bool):
-            end = bound if bound is high else bound - 1
-            if step:
-                end = (end // step) * step
-            candidates.append(end)
-    candidates += [step or 1, 1, 0]
+def _number_candidates(schema: dict, integer: bool) -> list[int | float]:
+    """Values near the lower bound, the middle and the upper bound; the caller keeps one that fits."""
+
+    def bound(key: str) -> float | None:
+        value = schema.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    low, high = bound("minimum"), bound("maximum")
+    xlow, xhigh = bound("exclusiveMinimum"), bound("exclusiveMaximum")
+    step = bound("multipleOf") or (1.0 if integer else None)
+    lows = [v for v in (low, xlow) if v is not None]
+    highs = [v for v in (high, xhigh) if v is not None]
+    bottom = max(lows) if lows else None
+    top = min(highs) if highs else None
+    candidates: list[float] = []
+    if bottom is not None:
+        candidates += [bottom, bottom + 1]
+    if bottom is not None and top is not None:
+        candidates.append((bottom + top) / 2)
+    if top is not None:
+        candidates += [top, top - 1]
+    candidates += [1, 0]
+    if step:
+        candidates = [
+            c
+            for value in candidates
+            for c in (math.ceil(value / step) * step, math.floor(value / step) * step)
+        ]
     return [int(c) if float(c).is_integer() else c for c in candidates]
 
 
