@@ -56,6 +56,12 @@ class Item(BaseModel):
     count: int = Field(default=3, multiple_of=5)
 
 
+class Node(BaseModel):
+    label: str
+    children: list[Node] = []
+    parent: Node | None = None
+
+
 class Movie(TypedDict):
     title: str
     year: int
@@ -79,6 +85,7 @@ SCHEMAS = {
     "pydantic-enum-date-pattern": Item.model_json_schema(),
     "pydantic-joke": Joke.model_json_schema(),
     "typeddict": TypeAdapter(Movie).json_schema(),
+    "recursive": Node.model_json_schema(),
     "list-of-models": TypeAdapter(list[Address]).json_schema(),
     "dict-of-int": TypeAdapter(dict[str, int]).json_schema(),
     "tuple": TypeAdapter(tuple[int, str]).json_schema(),

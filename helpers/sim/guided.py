@@ -18,7 +18,8 @@ minLength/maxLength, pattern, format, default; description and title are ignored
   ("Python 和 SQL"). Otherwise the schema's `default` if valid, else a placeholder: booleans
   false, numbers the lowest allowed (1 when unbounded), strings "simulated <name>" /
   "<name>（模拟值）" in the prompt's language (a `format` gets a fixed valid example, a `pattern`
-  a generated match), arrays `max(minItems, 1)` items, null None.
+  a generated match), arrays `max(minItems, 1)` items (`minItems` only when nested more than
+  `_MAX_DEPTH // 2` deep, so recursive schemas end), null None.
 - anyOf/oneOf take the first option that is not `null` (pydantic's `Optional[X]` gives X),
   falling back to the others if the value does not validate.
 `json_object`: keys the prompt quotes ('setup', "punchline", `key`, “名字”) with string values;
@@ -480,7 +481,9 @@ class _InstanceBuilder:
             for item in self.facts.list_items if _is_list_name(name) or self.facts.list_items else []:
                 if (high is None or len(values) < high) and self.valid(item, items):
                     values.append(item)
-        target = max(low, 1 if items is not False else 0, len(values))
+        # Deep inside a recursive schema (a tree of pydantic models) optional arrays stay empty.
+        wanted = 1 if items is not False and depth < _MAX_DEPTH // 2 else 0
+        target = max(low, wanted, len(values))
         if high is not None:
             target = min(target, high)
         while len(values) < target:
