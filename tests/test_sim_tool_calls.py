@@ -85,7 +85,8 @@ def test_an_explicit_mention_of_the_tool_name_calls_it() -> None:
     prompt = "What is the value of magic_function(3)? Use the tool."
     assert _plan(prompt, [WEATHER, MAGIC]) == [PlannedCall("magic_function", {"input": 3})]
     prompt = "What is the value of magic_function_no_args()? Use the tool."
-    assert _plan(prompt, [MAGIC_NO_ARGS]) == [PlannedCall("magic_function_no_args", {})]
+    assert _plan(prompt, [MAGIC, MAGIC_NO_ARGS]) == [PlannedCall("magic_function_no_args", {})]
+    assert [call.name for call in _plan("Use the add tool for the weather", [WEATHER, ADD])] == ["add"]
 
 
 def test_several_matching_tools_are_called_unless_parallel_calls_are_off() -> None:
@@ -138,6 +139,8 @@ def test_arguments_keep_required_keys_and_only_prompted_optional_ones() -> None:
     }
     assert arguments_for(None, "anything", random.Random(0)) == {}
     assert arguments_for({"type": "object", "properties": {}}, "anything", random.Random(0)) == {}
+    impossible = {"properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}}, "required": ["n"]}
+    assert arguments_for(impossible, "3", random.Random(0)) == {}
 
 
 class SearchArgs(BaseModel):

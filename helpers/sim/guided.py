@@ -133,15 +133,21 @@ def validate_constraint(constraint: Constraint) -> None:
         raise GrammarError(f"unknown constraint kind: {constraint.kind}")
     # A constraint the checks pass but the generator cannot satisfy (e.g. minimum > maximum)
     # is refused too, rather than answered with text that breaks it.
+    constrained_text(constraint, prompt_text="", rng=random.Random(0))
+
+
+def constrained_text(constraint: Constraint, *, prompt_text: str, rng: random.Random) -> str:
+    """Text valid for `constraint`, with values taken from `prompt_text` where they fit.
+
+    Raises `GrammarError` only for a constraint `validate_constraint` refuses too.
+    """
     try:
-        constrained_text(constraint, prompt_text="", rng=random.Random(0))
+        return _constrained_text(constraint, PromptFacts(prompt_text), rng)
     except _Unsatisfiable as error:
         raise GrammarError(f"the simulator cannot produce output for this constraint: {error}") from None
 
 
-def constrained_text(constraint: Constraint, *, prompt_text: str, rng: random.Random) -> str:
-    """Text valid for `constraint`, with values taken from `prompt_text` where they fit."""
-    facts = PromptFacts(prompt_text)
+def _constrained_text(constraint: Constraint, facts: PromptFacts, rng: random.Random) -> str:
     if constraint.kind == "choice":
         choice = facts.enum_choice(list(constraint.choices))
         return choice if choice is not None else constraint.choices[0]
@@ -159,7 +165,7 @@ def schema_instance(
     *,
     optional: Literal["all", "prompted"] = "all",
 ) -> Any:
-    """A value valid for `schema` (raises `_Unsatisfiable` when none can be found).
+    """A value valid for `schema` (raises a `GrammarError` when none can be found).
 
     `optional` "all" writes every declared property; "prompted" writes the required ones and
     the optional ones the prompt gives a value for (a name-matched fact, or an enum value it
@@ -179,7 +185,7 @@ def regex_text(pattern: str, rng: random.Random) -> str:
     raise _Unsatisfiable(f"no string generated for regex {pattern!r}")
 
 
-class _Unsatisfiable(ValueError):
+class _Unsatisfiable(GrammarError):
     """The generator found no value for a (sub)schema."""
 
 
