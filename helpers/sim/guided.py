@@ -18,7 +18,8 @@ minLength/maxLength, pattern, format, default; description and title are ignored
   ("Python 和 SQL"). Otherwise the schema's `default` if valid, else a placeholder: booleans
   false, numbers the lowest allowed (1 when unbounded), strings "simulated <name>" /
   "<name>（模拟值）" in the prompt's language (a `format` gets a fixed valid example, a `pattern`
-  a generated match), arrays `max(minItems, 1)` items, null None.
+  a generated match), arrays `max(minItems, 1)` items (`minItems` only when nested more than
+  `_MAX_DEPTH // 2` deep, so recursive schemas end), null None.
 - anyOf/oneOf take the first option that is not `null` (pydantic's `Optional[X]` gives X),
   falling back to the others if the value does not validate.
 `json_object`: keys the prompt quotes ('setup', "punchline", `key`, “名字”) with string values;
@@ -42,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import uuid
@@ -82,6 +84,7 @@ _FORMAT_EXAMPLES = {
     "json-pointer": "/items/0",
     "relative-json-pointer": "0/items",
     "unknown": "",
+    "uuid": "3f2b8c1e-4d5a-4b6c-8d7e-9f0a1b2c3d4e",
 }
 # Property-name words -> the prompt fact a string property takes (see PromptFacts).
 _NAME_FACTS = {
@@ -130,15 +133,21 @@ def validate_constraint(constraint: Constraint) -> None:
         raise GrammarError(f"unknown constraint kind: {constraint.kind}")
     # A constraint the checks pass but the generator cannot satisfy (e.g. minimum > maximum)
     # is refused too, rather than answered with text that breaks it.
+    constrained_text(constraint, prompt_text="", rng=random.Random(0))
+
+
+def constrained_text(constraint: Constraint, *, prompt_text: str, rng: random.Random) -> str:
+    """Text valid for `constraint`, with values taken from `prompt_text` where they fit.
+
+    Raises `GrammarError` only for a constraint `validate_constraint` refuses too.
+    """
     try:
-        constrained_text(constraint, prompt_text="", rng=random.Random(0))
+        return _constrained_text(constraint, PromptFacts(prompt_text), rng)
     except _Unsatisfiable as error:
         raise GrammarError(f"the simulator cannot produce output for this constraint: {error}") from None
 
 
-def constrained_text(constraint: Constraint, *, prompt_text: str, rng: random.Random) -> str:
-    """Text valid for `constraint`, with values taken from `prompt_text` where they fit."""
-    facts = PromptFacts(prompt_text)
+def _constrained_text(constraint: Constraint, facts: PromptFacts, rng: random.Random) -> str:
     if constraint.kind == "choice":
         choice = facts.enum_choice(list(constraint.choices))
         return choice if choice is not None else constraint.choices[0]
@@ -156,7 +165,7 @@ def schema_instance(
     *,
     optional: Literal["all", "prompted"] = "all",
 ) -> Any:
-    """A value valid for `schema` (raises `_Unsatisfiable` when none can be found).
+    """A value valid for `schema` (raises a `GrammarError` when none can be found).
 
     `optional` "all" writes every declared property; "prompted" writes the required ones and
     the optional ones the prompt gives a value for (a name-matched fact, or an enum value it
@@ -176,7 +185,7 @@ def regex_text(pattern: str, rng: random.Random) -> str:
     raise _Unsatisfiable(f"no string generated for regex {pattern!r}")
 
 
-class _Unsatisfiable(ValueError):
+class _Unsatisfiable(GrammarError):
     """The generator found no value for a (sub)schema."""
 
 
@@ -351,7 +360,9 @@ class _InstanceBuilder:
         self.facts = facts
         self.rng = rng
         self.optional = optional
-        self.validator = jsonschema.Draft202012Validator(root if isinstance(root, dict) else {})
+        self.validator = jsonschema.Draft202012Validator(
+            root if isinstance(root, dict) else {}, format_checker=jsonschema.FormatChecker()
+        )
 
     def build(self) -> Any:
         value = self.value(self.root, None, 0)
@@ -476,7 +487,9 @@ class _InstanceBuilder:
             for item in self.facts.list_items if _is_list_name(name) or self.facts.list_items else []:
                 if (high is None or len(values) < high) and self.valid(item, items):
                     values.append(item)
-        target = max(low, 1 if items is not False else 0, len(values))
+        # Deep inside a recursive schema (a tree of pydantic models) optional arrays stay empty.
+        wanted = 1 if items is not False and depth < _MAX_DEPTH // 2 else 0
+        target = max(low, wanted, len(values))
         if high is not None:
             target = min(target, high)
         while len(values) < target:
@@ -495,7 +508,7 @@ class _InstanceBuilder:
         default = schema.get("default")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and fits(default):
             return int(default) if integer else default
-        for candidate in _number_candidates(schema):
+        for candidate in _number_candidates(schema, integer):
             if fits(candidate):
                 return int(candidate) if integer else candidate
         raise _Unsatisfiable("no number fits the bounds")
@@ -575,26 +588,34 @@ def _is_list_name(name: str | None) -> bool:
     return bool(name) and (name.lower() in _LIST_NAMES or any(w in _LIST_NAMES for w in _name_words(name)))
 
 
-def _number_candidates(schema: dict) -> list[int | float]:
-    low = schema.get("minimum")
-    xlow = schema.get("exclusiveMinimum")
-    high = schema.get("maximum")
-    xhigh = schema.get("exclusiveMaximum")
-    step = schema.get("multipleOf")
-    candidates: list[int | float] = []
-    for bound in (low, xlow):
-        if isinstance(bound, (int, float)) and not isinstance(bound, bool):
-            start = bound if bound is low else (int(bound) + 1 if float(bound).is_integer() else bound + 0.5)
-            if step:
-                start = -(-start // step) * step
-            candidates += [start, int(start) + 1 if float(start).is_integer() else start]
-    for bound in (high, xhigh):
-        if isinstance(bound, (int, float)) and not isinstance(bound, bool):
-            end = bound if bound is high else bound - 1
-            if step:
-                end = (end // step) * step
-            candidates.append(end)
-    candidates += [step or 1, 1, 0]
+def _number_candidates(schema: dict, integer: bool) -> list[int | float]:
+    """Values near the lower bound, the middle and the upper bound; the caller keeps one that fits."""
+
+    def bound(key: str) -> float | None:
+        value = schema.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    low, high = bound("minimum"), bound("maximum")
+    xlow, xhigh = bound("exclusiveMinimum"), bound("exclusiveMaximum")
+    step = bound("multipleOf") or (1.0 if integer else None)
+    lows = [v for v in (low, xlow) if v is not None]
+    highs = [v for v in (high, xhigh) if v is not None]
+    bottom = max(lows) if lows else None
+    top = min(highs) if highs else None
+    candidates: list[float] = []
+    if bottom is not None:
+        candidates += [bottom, bottom + 1]
+    if bottom is not None and top is not None:
+        candidates.append((bottom + top) / 2)
+    if top is not None:
+        candidates += [top, top - 1]
+    candidates += [1, 0]
+    if step:
+        candidates = [
+            c
+            for value in candidates
+            for c in (math.ceil(value / step) * step, math.floor(value / step) * step)
+        ]
     return [int(c) if float(c).is_integer() else c for c in candidates]
 
 

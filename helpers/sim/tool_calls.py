@@ -7,7 +7,7 @@ Decision rule for `tool_choice` "auto" (and None), deterministic:
   English words, lower-cased and lightly stemmed (-s/-es/-ies/-ing/-ed), without `_STOPWORDS`,
   plus the topics of `_TOPICS` it mentions in English or Chinese (天气 -> weather, 加/相加/求和
   -> add, "3 + 2" -> add, ...). A tool's keywords come from its name (split on `_`, `-` and
-  camelCase) and description.
+  camelCase) and description. When the message names tools outright, only those match.
 - Tools that already have a result in the current turn (messages after the last user message)
   are not called again; the other matching tools are called, in the order of `tools`. None
   left: no call, the model answers in text (`tool_result_answer`), so agent loops end.
@@ -35,7 +35,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from helpers.sim.guided import schema_instance
+from helpers.sim.guided import GrammarError, schema_instance
 from helpers.sim.prompt_facts import PromptFacts
 from helpers.sim.text import _EN_ANSWER_FIRST, _ZH_ANSWER_FIRST
 from helpers.sim.tokens import is_chinese, message_text
@@ -70,6 +70,7 @@ _STOPWORDS = frozenset((
     "name", "number", "integer", "float", "string", "new", "make", "run", "call",
 ))  # fmt: skip
 _WORD = re.compile(r"[A-Za-z]+")
+_MENTION = 10  # score of a tool the message names outright
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def plan_tool_calls(
         return [] if tool is None else [_call(tool, prompt, rng)]
     answered = _answered_tools(messages)
     scores = [(_score(tool, prompt), tool) for tool in tools]
+    if any(score >= _MENTION for score, _ in scores):  # tools named outright beat keyword matches
+        scores = [(score if score >= _MENTION else 0, tool) for score, tool in scores]
     chosen = [tool for score, tool in scores if score > 0 and _function(tool).get("name") not in answered]
     if not chosen and tool_choice == "required":
         best_score, best = max(scores, key=lambda item: item[0])  # max keeps the first of equals
@@ -115,7 +118,10 @@ def arguments_for(parameters: dict | None, prompt_text: str, rng: random.Random)
     """
     if not parameters or (not parameters.get("properties") and not parameters.get("required")):
         return {}
-    value = schema_instance(parameters, PromptFacts(prompt_text), rng, optional="prompted")
+    try:
+        value = schema_instance(parameters, PromptFacts(prompt_text), rng, optional="prompted")
+    except GrammarError:  # no instance exists (e.g. minimum > maximum): nothing valid to write
+        return {}
     return value if isinstance(value, dict) else {}
 
 
@@ -235,7 +241,9 @@ def _score(tool: dict, prompt: str) -> int:
     """How many keywords the tool shares with `prompt`; an explicit mention of its name counts 10."""
     function = _function(tool)
     name = function.get("name", "")
-    mention = 10 if name and re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", prompt, re.IGNORECASE) else 0
+    mention = (
+        _MENTION if name and re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", prompt, re.IGNORECASE) else 0
+    )
     tool_words = _keywords(_split_name(name) + " " + str(function.get("description") or ""))
     return mention + len(tool_words & _keywords(prompt))
 
