@@ -272,7 +272,7 @@ def test_required_makes_the_model_call_a_tool(hermes):
     assert ours["choices"][0]["message"]["tool_calls"]
 
 
-BOTH_TOOLS = [{"role": "user", "content": "北京今天天气怎么样? 再把 2 和 3 加起来 (add)。"}]
+BOTH_TOOLS = [{"role": "user", "content": "北京今天天气怎么样? 再把 2 和 3 相加。"}]
 
 
 def test_parallel_tool_calls_false_keeps_one_call(hermes):
