@@ -187,6 +187,13 @@ def test_malformed_tool_choice_gets_vllms_validation_error(hermes, changes, mess
     assert error["type"] == "BadRequestError" and error["code"] == 400
 
 
+def test_a_named_tool_with_an_invalid_parameters_schema_gets_a_grammar_error(hermes):
+    bad = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "nonsense"}}}
+    response, _ = post(hermes, "hermes-qwen3-tools-named", tools=[bad])
+    assert response.status_code == 400
+    assert response.content == load_transcript("hermes-qwen3-structured-bad-schema").body
+
+
 def test_a_tool_without_a_name_gets_a_pydantic_style_error(hermes):
     response, _ = post(
         hermes, "hermes-qwen3-tools-auto", tools=[{"type": "function", "function": {"description": "x"}}]
