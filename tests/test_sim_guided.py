@@ -211,9 +211,14 @@ def test_placeholders_when_the_prompt_has_nothing_that_fits() -> None:
     assert _json(Person.model_json_schema(), "随便写一个")["name"] == "name（模拟值）"
 
 
-def test_optional_pydantic_fields_take_the_non_null_option() -> None:
+def test_optional_fields_take_a_value_the_prompt_gives_else_null() -> None:
     value = _json(Person.model_json_schema(), "李四住在上海, 30 岁")
     assert value["address"]["city"] == "上海"
+    value = _json(Person.model_json_schema(), PERSON_PROMPT)
+    assert (value["address"], value["email"], value["role"]) == (None, None, "user")
+    assert _json(Person.model_json_schema(), "王五, 邮箱 wang@example.com")["email"] == "wang@example.com"
+    assert _json(Joke.model_json_schema(), "Tell me a joke")["rating"] is None
+    assert _json(Joke.model_json_schema(), "Tell me a joke, rate it 7")["rating"] == 7
 
 
 def test_json_object_uses_the_keys_the_prompt_quotes() -> None:

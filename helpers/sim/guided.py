@@ -15,13 +15,14 @@ minLength/maxLength, pattern, format, default; description and title are ignored
   url, phone; query/text/input/question take the last user message); integers and numbers take
   the prompt's numbers in order, within minimum/maximum; enums (and `choice`) take the value the
   prompt mentions, else the first; arrays of strings take the prompt's list items
-  ("Python 和 SQL"). Otherwise the schema's `default` if valid, else a placeholder: booleans
+  ("Python 和 SQL"). Otherwise the schema's `default` if valid (enums too), else a placeholder: booleans
   false, numbers the lowest allowed (1 when unbounded), strings "simulated <name>" /
   "<name>（模拟值）" in the prompt's language (a `format` gets a fixed valid example, a `pattern`
   a generated match), arrays `max(minItems, 1)` items (`minItems` only when nested more than
   `_MAX_DEPTH // 2` deep, so recursive schemas end), null None.
-- anyOf/oneOf take the first option that is not `null` (pydantic's `Optional[X]` gives X),
-  falling back to the others if the value does not validate.
+- anyOf/oneOf with a `null` option (pydantic's `Optional[X]`): X when the prompt gives a value
+  for it (see `_InstanceBuilder.prompted`), else null; otherwise the first option whose value
+  validates.
 `json_object`: keys the prompt quotes ('setup', "punchline", `key`, “名字”) with string values;
 otherwise an object of the prompt's facts (name, age, city, country, date, email, url, phone,
 items); otherwise {"answer": "<simulated text>"}.
@@ -443,12 +444,17 @@ class _InstanceBuilder:
         if not values:
             raise _Unsatisfiable("no enum value fits")
         chosen = self.facts.enum_choice(values)
+        if chosen is None and schema.get("default") in values:
+            chosen = schema["default"]
         return chosen if chosen is not None else values[0]
 
     def alternative(self, schema: dict, key: str, name: str | None, depth: int) -> Any:
         rest = {k: v for k, v in schema.items() if k != key}
         options = [_merge(rest, o) if isinstance(o, dict) else o for o in schema[key]]
-        ordered = [o for o in options if not _is_null(o)] + [o for o in options if _is_null(o)]
+        values, nulls = [o for o in options if not _is_null(o)], [o for o in options if _is_null(o)]
+        # Optional[X]: X when the prompt gives a value for it, else null (as an extraction would).
+        prompted = not nulls or any(self.prompted(o, name or "", depth) for o in values)
+        ordered = values + nulls if prompted else nulls + values
         for option in ordered:
             try:
                 value = self.value(option, name, depth + 1)
@@ -542,14 +548,27 @@ class _InstanceBuilder:
                     return text
         raise _Unsatisfiable(f"no string fits {name or 'the schema'}")
 
-    def prompted(self, schema: dict | bool, name: str) -> bool:
-        """True when the prompt gives a value for this optional property."""
-        if not isinstance(schema, dict):
+    def prompted(self, schema: dict | bool, name: str, depth: int = 0) -> bool:
+        """True when the prompt gives a value for this (optional) property: a name-matched fact
+        for a string, an enum value it mentions, an unused number for a number, list items for
+        an array, a prompted property for an object."""
+        if not isinstance(schema, dict) or depth > _MAX_DEPTH:
             return False
         schema = self.flatten(schema)
         if "enum" in schema:
             return self.facts.enum_choice(schema["enum"]) is not None
-        return self.type_of(schema) == "string" and self.fact_for(name) is not None
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                return any(self.prompted(o, name, depth + 1) for o in schema[key] if not _is_null(o))
+        kind = self.type_of(schema)
+        if kind == "object":
+            properties = schema.get("properties") or {}
+            return any(self.prompted(sub, key, depth + 1) for key, sub in properties.items())
+        if kind == "array":
+            return bool(self.facts.list_items)
+        if kind in ("integer", "number"):
+            return self.facts.has_unused_number()
+        return kind == "string" and self.fact_for(name) is not None
 
     def fact_for(self, name: str | None) -> str | None:
         if not name:

@@ -201,6 +201,9 @@ class PromptFacts:
                 keys.append(key)
         return keys
 
+    def has_unused_number(self) -> bool:
+        return self._used_numbers < len(self.numbers)
+
     def take_number(self, accept: Callable[[int | float], bool]) -> int | float | None:
         """The next unused prompt number that `accept(number)` allows (numbers are used in order)."""
         numbers = self.numbers
