@@ -6,8 +6,11 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from typing import Literal, Optional
 
 import jsonschema
@@ -318,3 +321,27 @@ def test_annotations_and_json_object_are_accepted() -> None:
     validate_constraint(Constraint("json_schema", schema=schema))
     validate_constraint(Constraint("json_object"))
     assert _json(schema, "") == {"x": "a"}
+
+
+def test_output_does_not_depend_on_the_hash_seed() -> None:
+    """The simulator answers from a child process: the same seed must give the same text there."""
+    schema = {"type": "object", "properties": {"c": {"enum": ["x", "y"]}, "d": {"format": "date"}}}
+    script = (
+        "import random; from helpers.sim.guided import Constraint, constrained_text; "
+        "print(constrained_text(Constraint('regex', pattern=r'[^abc]{8}\\W\\w{4}'), prompt_text='', "
+        "rng=random.Random(1))); "
+        f"print(constrained_text(Constraint('json_schema', schema={schema!r}), prompt_text='', "
+        "rng=random.Random(1)))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert outputs.pop().count("\n") == 2
