@@ -266,9 +266,9 @@ def _response_format(value: object) -> Constraint | None:
                 "Input should be a valid dictionary or object to extract fields from",
                 spec,
             )
-        schema = spec.get("schema", spec.get("json_schema"))
-        if schema is None:
-            return Constraint("json_object")
+        schema = spec.get("schema")
+        if schema is None:  # vLLM passes `json=None` on: no constraint
+            return None
         if not isinstance(schema, dict):
             raise validation_error(
                 "dict_type",
