@@ -441,3 +441,23 @@ def test_the_tool_call_fault_is_seeded():
     first = outcomes(7)
     assert first == outcomes(7)
     assert any(first) and not all(first)
+
+
+def test_a_malformed_call_streamed_still_sends_what_the_parser_got():
+    request = {**load_transcript("hermes-qwen3-tools-auto-wellformed-stream").request, **unforced()}
+    request = {k: v for k, v in request.items() if v is not None}
+    with (
+        serve(profile="instant", tool_call_error_rate=1.0, **TOOL_FLAGS) as server,
+        httpx.Client(base_url=server.root_url, timeout=30) as client,
+    ):
+        events = stream_events(client, request)
+        body = client.post("/v1/chat/completions", json={**request, "stream": False}).json()
+    kinds = collapsed([kind_of(e) for e in events])
+    # Like vLLM's streaming parser, the name and the argument text go out before the JSON breaks;
+    # the same reply non-streamed is raw text (the parser sees it whole and gives up).
+    assert kinds[:3] == ["role", "name0", "args0"]
+    arguments = arguments_of(events)[0]
+    with pytest.raises(ValueError):
+        orjson.loads(arguments)
+    assert "tool_calls" not in body["choices"][0]["message"]
+    assert events[-1]["usage"]["completion_tokens"] == body["usage"]["completion_tokens"]
