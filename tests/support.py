@@ -8,6 +8,7 @@ the text is noise, the wire format is real.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -70,7 +71,8 @@ def load_transcript(name: str) -> Transcript:
                 request = orjson.loads(text)
             except orjson.JSONDecodeError:
                 request = text
-    response_head, _, body = raw.partition(b"\r\n\r\n")
+    # Most transcripts end HTTP lines with CRLF; the regex-forced and noflags ones with bare LF.
+    response_head, body = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)
     response_lines = response_head.decode().splitlines()
     status = int(response_lines[0].split()[1])
     headers = {}

@@ -12,7 +12,7 @@ from langchain_core.exceptions import ModelInvalidRequestError
 from langchain_core.messages import AIMessageChunk
 from langchain_openai._compat import httpx
 from pydantic import BaseModel, Field
-from transcripts import load_tool_transcript, replay_tool_transport
+from support import load_transcript, replay_transport
 
 from helpers.chat import REASONING_KEY, ReasoningChatOpenAI, make_chat_model
 from helpers.endpoint import SERVE_HINT, Endpoint
@@ -24,20 +24,20 @@ MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test")
 def replayed(name: str, seen: list[dict] | None = None, **kwargs) -> ReasoningChatOpenAI:
     return make_chat_model(
         endpoint=MOCK,
-        http_client=httpx.Client(transport=replay_tool_transport(name, seen)),
-        http_async_client=httpx.AsyncClient(transport=replay_tool_transport(name, seen)),
+        http_client=httpx.Client(transport=replay_transport(name, seen)),
+        http_async_client=httpx.AsyncClient(transport=replay_transport(name, seen)),
         max_retries=0,
         **kwargs,
     )
 
 
 def wire_message(name: str) -> dict:
-    return load_tool_transcript(name).json()["choices"][0]["message"]
+    return load_transcript(name).json()["choices"][0]["message"]
 
 
 def wire_calls(name: str) -> list[dict]:
     """The tool calls of a transcript as LangChain reports them."""
-    transcript = load_tool_transcript(name)
+    transcript = load_transcript(name)
     if "text/event-stream" not in transcript.headers["content-type"]:
         calls = wire_message(name)["tool_calls"]
         return [
@@ -58,7 +58,7 @@ def wire_calls(name: str) -> list[dict]:
 
 
 def streamed_reasoning(name: str) -> str:
-    events = load_tool_transcript(name).sse_events()
+    events = load_transcript(name).sse_events()
     return "".join((e["choices"] or [{}])[0].get("delta", {}).get("reasoning") or "" for e in events)
 
 
@@ -299,7 +299,7 @@ def test_structured_output_cut_by_max_tokens_is_an_error_not_a_result(schema, me
 def _cut_completion(name: str):
     from openai.types.chat import ChatCompletion
 
-    return ChatCompletion.model_validate(load_tool_transcript(name).json())
+    return ChatCompletion.model_validate(load_transcript(name).json())
 
 
 class get_weather(BaseModel):  # the tool name the transcript's call uses
@@ -332,7 +332,7 @@ def test_structured_output_by_function_calling_uses_a_named_tool() -> None:
     ],
 )
 async def test_tools_refused_for_missing_flags_say_which_flags_to_add(name: str, tool_choice) -> None:
-    original = load_tool_transcript(name).json()["error"]["message"]
+    original = load_transcript(name).json()["error"]["message"]
     model = replayed(name).bind_tools([get_weather, Add], tool_choice=tool_choice)
 
     async def first_async_chunk():

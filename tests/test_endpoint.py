@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 from support import free_port, html_server, load_transcript
-from transcripts import load_tool_transcript
 
 import helpers.endpoint as endpoint_module
 from helpers.endpoint import (
@@ -258,6 +257,13 @@ def test_embedded_simulator_is_started_once(capsys: pytest.CaptureFixture[str]) 
     assert diagnose(first).ok
 
 
+def test_embedded_simulator_is_served_with_the_tool_flags() -> None:
+    """As the README's `vllm serve ... --enable-auto-tool-choice --tool-call-parser hermes`."""
+    diagnosis = diagnose(resolve_endpoint(), tools=True)
+    assert diagnosis.ok, str(diagnosis)
+    assert [check.name for check in diagnosis.checks][-1] == "tools"
+
+
 def test_a_simulator_started_by_hand_is_not_called_the_embedded_one() -> None:
     own = Endpoint("http://127.0.0.1:9/v1", kind="simulator", label="profile t4, time scale 1x")
     expected = "Talking to a simulator (profile t4, time scale 1x) at http://127.0.0.1:9/v1"
@@ -419,7 +425,7 @@ def test_diagnose_and_retry_classify_connection_errors_alike(
 def with_chat_transcript(name: str, seen: list[dict] | None = None) -> httpx.MockTransport:
     """vllm_like(), answering POST /v1/chat/completions with one transcript's status and body."""
     routes = vllm_like()
-    transcript = load_tool_transcript(name)
+    transcript = load_transcript(name)
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/chat/completions":

@@ -16,10 +16,10 @@ from typing import Literal, Optional
 import jsonschema
 import pytest
 from pydantic import BaseModel, Field, TypeAdapter
+from support import load_transcript
 from typing_extensions import TypedDict
 
 from helpers.sim.guided import Constraint, GrammarError, constrained_text, validate_constraint
-from tests.support import load_transcript
 
 PERSON_PROMPT = "张三, 28 岁, 会 Python 和 SQL。提取成 JSON。"
 PROMPTS = (PERSON_PROMPT, "What's the weather in San Francisco?", "评论: 太好用了, 五星! 输出 JSON。", "")

@@ -15,8 +15,7 @@ import httpx
 import jsonschema
 import orjson
 import pytest
-from support import shape, text_or_null
-from test_sim_tools import load_transcript  # support.load_transcript, LF-only files included
+from support import load_transcript, shape, text_or_null
 
 from helpers.sim import serve
 

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
+from support import load_transcript
 
 from helpers.sim.text import _EN_ANSWER_FIRST, _ZH_ANSWER_FIRST
 from helpers.sim.tool_calls import (
@@ -21,20 +22,9 @@ from helpers.sim.tool_calls import (
     plan_tool_calls,
     tool_result_answer,
 )
-from tests.support import FIXTURES, load_transcript
 
 WELLFORMED = load_transcript("hermes-qwen3-tools-auto-wellformed")
 WEATHER, ADD = WELLFORMED.request["tools"]  # get_weather(city, unit?), add(a, b)
-
-
-def _response(name: str) -> dict:
-    """The response body of a transcript. The forced-output transcripts were saved with LF line
-    ends, which `load_transcript` (it splits the response head on CRLF) reads as an empty body."""
-    transcript = load_transcript(name)
-    if transcript.body:
-        return transcript.json()
-    response = (FIXTURES / f"{name}.http").read_bytes().split(b"\n\n", 2)[2]
-    return json.loads(response)
 
 
 def _tool(name: str, description: str, properties: dict | None = None, required: tuple = ()) -> dict:
@@ -186,7 +176,7 @@ def test_arguments_validate_against_the_tool_schema(tool: dict, prompt: str) -> 
 def test_hermes_text_is_what_the_transcripts_force() -> None:
     for name in ("hermes-qwen3-tools-auto-wellformed", "hermes-qwen3-tools-auto-parallel"):
         transcript = load_transcript(name)
-        tool_calls = _response(name)["choices"][0]["message"]["tool_calls"]
+        tool_calls = load_transcript(name).json()["choices"][0]["message"]["tool_calls"]
         calls = [
             PlannedCall(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in tool_calls
         ]
@@ -216,7 +206,7 @@ def test_malformed_text_never_parses_and_varies() -> None:
 
 
 def test_malformed_text_includes_the_transcript_breakage() -> None:
-    content = _response("hermes-qwen3-tools-auto-malformed")["choices"][0]["message"]["content"]
+    content = load_transcript("hermes-qwen3-tools-auto-malformed").json()["choices"][0]["message"]["content"]
     calls = [PlannedCall("get_weather", {"city": "北京"})]
     assert content in {malformed_hermes_text(calls, random.Random(seed)) for seed in range(40)}
 

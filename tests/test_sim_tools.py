@@ -15,8 +15,7 @@ import re
 import httpx
 import orjson
 import pytest
-from support import FIXTURES, Transcript, shape, text_or_null
-from support import load_transcript as load_crlf_transcript
+from support import load_transcript, shape, text_or_null
 
 from helpers.sim import serve
 from helpers.sim.config import SimConfig
@@ -50,19 +49,6 @@ def parser_only():
         httpx.Client(base_url=server.root_url, timeout=30) as client,
     ):
         yield client
-
-
-def load_transcript(name: str) -> Transcript:
-    """support.load_transcript, also for the `noflags-qwen3-*` files, recorded with bare LF line ends."""
-    raw = (FIXTURES / f"{name}.http").read_bytes()
-    if b"\r\n" in raw:
-        return load_crlf_transcript(name)
-    head, _, rest = raw.partition(b"\n\n")
-    request = orjson.loads(head.decode().splitlines()[1].removeprefix("### request: "))
-    response_head, _, body = rest.partition(b"\n\n")
-    lines = response_head.decode().splitlines()
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    return Transcript("POST", "/v1/chat/completions", request, int(lines[0].split()[1]), headers, body)
 
 
 def post(client: httpx.Client, name: str, **changes) -> tuple[httpx.Response, object]:
