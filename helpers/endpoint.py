@@ -190,11 +190,18 @@ def embedded_simulator_endpoint(model: str = DEFAULT_MODEL) -> Endpoint:
             # Its log goes to a file: a kernel's stderr shows up in whatever cell runs. Engine lag
             # stays visible as vllm_sim:engine_lag_* in /metrics.
             log_file = Path(tempfile.gettempdir()) / f"qwen-sim-{os.getpid()}.log"
-            _embedded = serve(profile=profile, time_scale=time_scale, log_file=log_file)
+            # Served like the README's `vllm serve` command: qwen3 reasoning parser and tool calling on.
+            _embedded = serve(
+                profile=profile,
+                time_scale=time_scale,
+                log_file=log_file,
+                enable_auto_tool_choice=True,
+                tool_call_parser="hermes",
+            )
             atexit.register(_embedded.stop)
             print(
                 f"No QWEN_BASE_URL set: started the embedded Qwen3 simulator (profile {profile}, "
-                f"time scale {time_scale:g}x) at {_embedded.base_url}. "
+                f"time scale {time_scale:g}x, tool calling on) at {_embedded.base_url}. "
                 "Set QWEN_BASE_URL to talk to a real vLLM server."
             )
         server = _embedded
