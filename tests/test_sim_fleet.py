@@ -120,3 +120,33 @@ def test_port_in_use_fails_with_the_routers_log(tmp_path):
                 router_log_file=tmp_path / "router.log",
             )
     assert os.path.getsize(tmp_path / "router.log") > 0
+
+
+@pytest.mark.parametrize("router", [True, False])
+def test_cli_prints_one_line_per_replica_and_the_router(router):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "helpers.sim", "--replicas", "2", "--profile", "instant"]
+    command += ["--port", str(port)]
+    if router:
+        command += ["--router", "vllm-router", "--policy", "round_robin"]
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = [cli.stdout.readline().strip() for _ in range(3 if router else 2)]
+        assert [line.split(": ")[0] for line in lines] == ["replica 0", "replica 1", "router"][: len(lines)]
+        for line in lines:
+            url = line.split(": ", 1)[1]
+            assert httpx.get(url.removesuffix("/v1") + "/health", timeout=10).status_code == 200
+        if router:
+            assert lines[2] == f"router: http://127.0.0.1:{port}/v1"
+        children = [p.pid for p in psutil.Process(cli.pid).children(recursive=True)]
+        cli.terminate()
+        assert cli.wait(30) == 0
+        assert all(_gone(pid) for pid in children)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()

@@ -20,6 +20,8 @@ log = logging.getLogger("helpers.sim")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from helpers.sim.fleet import POLICIES, ROUTERS  # fleet starts simulators through this module
+
     d = SimConfig()
     p = argparse.ArgumentParser(
         prog="python -m helpers.sim",
@@ -133,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=int, default=d.max_body_bytes, help="larger request bodies get 413"
     )
     p.add_argument("--log-level", default="warning", help="logging level")
+    fleet = p.add_argument_group("fleet (helpers.sim.fleet): several replicas, each one simulated GPU")
+    fleet.add_argument("--replicas", type=int, default=1, help="simulator processes to start")
+    fleet.add_argument(
+        "--router",
+        default=None,
+        choices=ROUTERS,
+        help="put the vLLM project's router in front, on --port (default: replicas only, free ports)",
+    )
+    fleet.add_argument("--policy", default="round_robin", choices=POLICIES, help="the router's policy")
     p.add_argument("--watch-parent", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--pdeathsig", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -154,7 +165,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.watch_parent is not None:
         watch_parent(args.watch_parent, args.pdeathsig)
-    run(config)
+    if args.replicas > 1 or args.router:
+        run_fleet_from(config, args)
+    else:
+        run(config)
+
+
+def run_fleet_from(config: SimConfig, args: argparse.Namespace) -> None:
+    """``--replicas N [--router vllm-router]``: each replica gets these settings and a free port."""
+    from helpers.sim.fleet import run_fleet
+
+    options = {k: v for k, v in config.as_dict().items() if k not in ("host", "port", "max_body_bytes")}
+    port = config.port if args.router else 0
+    run_fleet(args.replicas, args.router, args.policy, config.host, port, log_level=args.log_level, **options)
 
 
 def run(config: SimConfig) -> None:
