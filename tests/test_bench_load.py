@@ -70,7 +70,7 @@ async def test_closed_loop_keeps_n_in_flight_and_does_not_count_warmup():
     summary = summarize(run)
     assert summary["completed"] == 12 and summary["max_concurrent_requests"] == 4
     assert min(r.start_s for r in run.records) >= 0
-    assert 0.15 <= run.duration_s < 0.6  # 3 waves of 50 ms
+    assert run.duration_s >= 0.15  # 3 waves of 50 ms (no upper bound: the machine may be slow)
     assert summary["output_throughput"] == pytest.approx(36 / run.duration_s)
     assert run.settings == {
         "generator": "closed", "path": "lean", "stream": True, "requests": 12, "warmup": 3,
@@ -90,7 +90,7 @@ async def test_open_loop_at_infinite_rate_sends_everything_at_once():
     server = SlowServer(0.1)
     run = await run_open_loop(server.client(), [f"p{i}" for i in range(10)], rate=math.inf)
     assert server.peak == 10 and summarize(run)["max_concurrent_requests"] == 10
-    assert max(r.start_s for r in run.records) < 0.05
+    assert max(r.start_s for r in run.records) < min(r.end_s for r in run.records)  # all sent first
 
 
 async def test_open_loop_follows_the_arrival_schedule_and_its_cap():
@@ -98,11 +98,14 @@ async def test_open_loop_follows_the_arrival_schedule_and_its_cap():
     rate, count = 40.0, 12
     run = await run_open_loop(server.client(), ["p"] * count, rate=rate, seed=3, max_concurrency=3)
     assert server.peak == 3  # arrivals every ~25 ms, each takes 200 ms: the cap binds
-    uncapped = await run_open_loop(SlowServer(0.01).client(), ["p"] * count, rate=rate, seed=3)
-    offsets = arrival_offsets(count, rate, seed=3)
+    # the schedule: 6 arrivals 250 ms apart on average; each send is never early and late by
+    # less than half a mean gap (what a loaded event loop may add stays far below that)
+    slow_rate, sent = 4.0, 6
+    uncapped = await run_open_loop(SlowServer(0.01).client(), ["p"] * sent, rate=slow_rate, seed=3)
+    offsets = arrival_offsets(sent, slow_rate, seed=3)
     starts = np.array([r.start_s for r in uncapped.records])
     assert np.all(starts >= offsets - 1e-3)
-    assert np.all(starts - offsets < 0.05)
+    assert np.all(starts - offsets < 0.5 / slow_rate)
     assert run.settings["rate"] == rate and run.settings["burstiness"] == 1.0
 
 
