@@ -147,16 +147,21 @@ async def test_waiting_requests_are_visible_in_metrics():
             requests = [
                 asyncio.create_task(client.post("/v1/chat/completions", json=payload)) for _ in range(6)
             ]
-            for _ in range(200):  # until all six have arrived (no fixed sleep: the machine may be slow)
+            seen = set()
+            for _ in range(300):  # until all six are in (no fixed sleep: the machine may be slow)
                 metrics = (await client.get("/metrics")).text
-                running = _metric(metrics, "vllm:num_requests_running")
-                waiting = _metric(metrics, "vllm:num_requests_waiting")
-                if running + waiting == 6:
+                state = (
+                    _metric(metrics, "vllm:num_requests_running"),
+                    _metric(metrics, "vllm:num_requests_waiting"),
+                )
+                seen.add(state)
+                if state == (2, 4):
                     break
                 await asyncio.sleep(0.01)
             responses = await asyncio.gather(*requests)
     assert all(r.status_code == 200 for r in responses)
-    assert (running, waiting) == (2, 4)
+    assert max(running for running, _ in seen) <= 2  # max_num_seqs holds
+    assert (2, 4) in seen, seen
 
 
 async def test_engine_lag_is_counted_when_the_simulator_cannot_keep_up():
