@@ -29,8 +29,8 @@ format: install
 test: install lint  ## the whole suite: unit, integration, nbval over the notebooks
 	$(PY) -m pytest
 
-run: install  ## execute every notebook headless against the simulator; executed copies go to data/runs/
-	$(PY) -m helpers.run_notebooks
+run: install  ## execute every notebook headless against the simulator; executed copies go to data/runs/, results to data/results/
+	QWEN_RESULTS_DIR=$(CURDIR)/data/results $(PY) -m helpers.run_notebooks
 
 bench: install  ## benchmark scripts that print the performance figures
 	$(PY) -m benchmarks
