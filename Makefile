@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# JupyterLab's address: LAB_IP=0.0.0.0 makes it reachable through a pod's or container's forwarded port
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
 
 .PHONY: install lab test lint format run bench clean
 
@@ -15,8 +18,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)  ## create .venv and install (skipped when up to date)
 
-lab: install  ## JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+# No browser is opened (pods and SSH sessions have none): open the URL with token that Jupyter
+# prints. --allow-root because containers usually run as root; it changes nothing for other users.
+lab: install  ## JupyterLab on the notebooks (LAB_IP, LAB_PORT); prints the URL to open
+	$(VENV)/bin/jupyter lab --no-browser --allow-root --ip=$(LAB_IP) --port=$(LAB_PORT) notebooks/
 
 lint: install  ## ruff: lint and format check, notebooks included
 	$(VENV)/bin/ruff check .
