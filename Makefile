@@ -9,11 +9,11 @@ LAB_PORT ?= 8888
 
 .PHONY: install lab test lint format run bench clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml kit_tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . -e ./kit_tools  # the kit, and the repo's tooling (kit_tools)
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install (skipped when up to date)
@@ -35,7 +35,7 @@ test: install lint  ## the whole suite: unit, integration, nbval over the notebo
 	$(PY) -m pytest
 
 run: install  ## execute every notebook headless against the simulator; executed copies go to data/runs/, results to data/results/
-	QWEN_RESULTS_DIR=$(CURDIR)/data/results $(PY) -m helpers.run_notebooks
+	QWEN_RESULTS_DIR=$(CURDIR)/data/results $(PY) -m kit_tools.run_notebooks
 
 bench: install  ## benchmark scripts that print the performance figures
 	$(PY) -m benchmarks
