@@ -131,16 +131,18 @@ def run(command: list[str], cwd: Path, timeout: float = PIP_TIMEOUT_S) -> str:
 USE_THE_CLIENT = """
 import json
 import helpers.chat, helpers.concurrency, helpers.endpoint, helpers.loop, helpers.streaming
+from helpers.envcheck import check_environment
 from helpers.extras import require_extra
 from helpers.prompts import load_prompts
 
 zh = load_prompts("zh")
+openai_range = check_environment(("openai",))[1].required
 try:
     require_extra("sim", ["starlette", "uvicorn", "orjson", "prometheus_client"])
     sim_error = None
 except ImportError as error:
     sim_error = str(error)
-print(json.dumps({"zh": zh[0], "count": len(zh), "sim_error": sim_error}))
+print(json.dumps({"zh": zh[0], "count": len(zh), "sim_error": sim_error, "openai_range": openai_range}))
 """
 
 USE_THE_SIMULATOR = """
@@ -179,6 +181,8 @@ def test_pip_install_of_the_repository_works_outside_it(tmp_path):
     run([python, "-m", "pip", "install", "-q", str(source)], cwd=outside)
     used = json.loads(run([python, "-c", USE_THE_CLIENT], cwd=outside, timeout=300))
     assert used["zh"] == "你是谁?" and used["count"] > 1
+    # the environment check knows the declared ranges without the repository's requirements.txt
+    assert used["openai_range"] == str(requirements_txt()["openai"].specifier)
     # the simulator is an extra; its absence is a clear error with the command that installs it
     sim_error = used["sim_error"]
     assert sim_error and "'sim' extra" in sim_error, sim_error
