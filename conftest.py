@@ -10,5 +10,5 @@ import tempfile
 for _name in ("QWEN_BASE_URL", "OPENAI_BASE_URL", "QWEN_API_KEY", "OPENAI_API_KEY", "QWEN_MODEL"):
     os.environ.pop(_name, None)
 os.environ.setdefault("QWEN_SIM_TIME_SCALE", "10")
-# Results written while testing go to a scratch folder, not over the committed data/results/.
+# Results written while testing go to a scratch folder, not into the working directory.
 os.environ.setdefault("QWEN_RESULTS_DIR", tempfile.mkdtemp(prefix="qwen-results-"))

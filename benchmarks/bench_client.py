@@ -32,12 +32,12 @@ import pandas as pd
 
 from benchmarks.report import Report, machine_line, verdict
 from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, summarize
-from helpers.bench.firehose import serve_firehose
 from helpers.bench.server_metrics import metrics_delta, scrape_metrics
 from helpers.chat import make_chat_model, thinking_extra_body
 from helpers.concurrency import amap
 from helpers.endpoint import Endpoint
 from helpers.sim import predict, serve
+from kit_tools.firehose import serve_firehose
 
 PROMPT = "你是谁?"
 NO_THINKING = thinking_extra_body(False)

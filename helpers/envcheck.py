@@ -1,7 +1,8 @@
 """Environment check for notebook 00: one ``[OK]``/``[FAIL]`` line per package, with versions.
 
 Version ranges come from ``requirements.txt`` at the repository root (the one source of truth);
-without it (``helpers`` copied elsewhere) the check only says whether each package is installed.
+without it, from what the installed kit declares (``pip install``), else (``helpers`` copied into
+a project) the check only says whether each package is installed.
 
 Example:
     >>> from helpers.envcheck import print_environment_report
@@ -25,6 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "requirements.txt"
+DISTRIBUTION = "qwen-async-kit"
 MIN_PYTHON = "3.11"
 # What the notebooks import, in the order a reader meets them.
 PACKAGES = (
@@ -82,6 +84,25 @@ def read_requirements(path: Path = REQUIREMENTS_FILE) -> dict[str, SpecifierSet]
     return specifiers
 
 
+def declared_ranges(distribution: str = DISTRIBUTION) -> dict[str, SpecifierSet]:
+    """``{normalised name: specifier}`` the installed kit declares, its extras included (and
+    markers for this platform); empty if it is not installed."""
+    try:
+        lines = metadata.requires(distribution) or []
+        extras = ["", *(metadata.metadata(distribution).get_all("Provides-Extra") or [])]
+    except metadata.PackageNotFoundError:
+        return {}
+    specifiers: dict[str, SpecifierSet] = {}
+    for line in lines:
+        requirement = Requirement(line)
+        if _normalise(requirement.name) == _normalise(distribution):
+            continue  # an extra naming the kit's other extras
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": extra}) for extra in extras):
+            specifiers[_normalise(requirement.name)] = requirement.specifier
+    return specifiers
+
+
 def check_package(name: str, required: SpecifierSet | None = None) -> PackageStatus:
     """Is ``name`` installed, and does its version satisfy ``required``?"""
     spec = str(required or "")
@@ -103,8 +124,9 @@ def check_python(minimum: str = MIN_PYTHON) -> PackageStatus:
 def check_environment(
     packages: tuple[str, ...] = PACKAGES, requirements_file: Path = REQUIREMENTS_FILE
 ) -> list[PackageStatus]:
-    """Python first, then each package, with the range from ``requirements_file`` if it lists one."""
-    required = read_requirements(requirements_file)
+    """Python first, then each package, with the range from ``requirements_file`` if it lists one
+    (else the range the installed kit declares)."""
+    required = read_requirements(requirements_file) or declared_ranges()
     return [check_python()] + [check_package(name, required.get(_normalise(name))) for name in packages]
 
 

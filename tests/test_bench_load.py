@@ -15,7 +15,6 @@ import numpy as np
 import orjson
 import pytest
 
-from helpers.bench.firehose import serve_firehose
 from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import (
     arrival_offsets,
@@ -28,6 +27,7 @@ from helpers.bench.metrics import summarize
 from helpers.bench.targets import LangChainTarget
 from helpers.chat import make_chat_model
 from helpers.endpoint import Endpoint
+from kit_tools.firehose import serve_firehose
 
 STREAM = b"".join(
     b"data: " + orjson.dumps({"choices": [{"delta": {"content": text}}]}) + b"\n\n" for text in ["", "a", "b"]

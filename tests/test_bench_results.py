@@ -11,7 +11,6 @@ import pytest
 from helpers.bench.metrics import SLO
 from helpers.bench.records import RequestRecord, RunResult
 from helpers.bench.results import (
-    REPO_RESULTS_DIR,
     BenchResult,
     collect_metadata,
     default_results_dir,
@@ -106,8 +105,15 @@ def test_results_dir_follows_the_environment_at_call_time(tmp_path, monkeypatch)
     paths = save_result(make_result(), "by-env")
     assert paths["json"] == tmp_path / "scratch" / "by-env.json"
     assert load_result("by-env").runs[1].records[0].output_tokens == 7
+
+
+def test_results_default_to_the_working_directory_not_the_source_tree(tmp_path, monkeypatch):
+    """An installed package must not write into site-packages, nor a user run over committed files."""
     monkeypatch.delenv("QWEN_RESULTS_DIR")
-    assert default_results_dir() == REPO_RESULTS_DIR
-    assert REPO_RESULTS_DIR.parts[-2:] == ("data", "results")
+    monkeypatch.chdir(tmp_path)
+    assert default_results_dir() == tmp_path / "results"
+    paths = save_result(make_result(), "in-cwd")
+    assert paths["json"] == tmp_path / "results" / "in-cwd.json"
+    assert load_result("in-cwd").runs[1].records[0].output_tokens == 7
     monkeypatch.setenv("QWEN_RESULTS_DIR", "")  # empty means unset
-    assert default_results_dir() == REPO_RESULTS_DIR
+    assert default_results_dir() == tmp_path / "results"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from email.message import Message
 from importlib import metadata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from helpers.envcheck import (
     check_environment,
     check_package,
     check_python,
+    declared_ranges,
     print_environment_report,
     read_requirements,
 )
@@ -50,10 +52,36 @@ def test_version_outside_the_range_fails() -> None:
     assert str(status).startswith(f"[FAIL] openai {metadata.version('openai')} (<1)")
 
 
-def test_without_requirements_file_only_presence_is_checked(tmp_path: Path) -> None:
+def not_installed(distribution: str) -> list[str]:
+    raise metadata.PackageNotFoundError(distribution)
+
+
+def test_without_requirements_file_only_presence_is_checked(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(metadata, "requires", not_installed)  # helpers/ copied into a project
     statuses = check_environment(("openai", "no-such-pkg-xyz"), tmp_path / "requirements.txt")
     assert [status.ok for status in statuses] == [True, True, False]
     assert statuses[1].required == ""
+
+
+def test_a_pip_installed_kit_checks_the_ranges_it_declares(tmp_path: Path, monkeypatch) -> None:
+    """Installed, the package has no requirements.txt beside it: its metadata has the ranges."""
+    declared = {
+        "qwen-async-kit": [
+            "openai<1,>=0.1",
+            'pandas<4,>=2.2; extra == "bench"',
+            'uvloop<1,>=0.21; sys_platform == "no-such-platform" and extra == "sim"',
+            'qwen-async-kit[bench,sim]; extra == "notebooks"',
+        ]
+    }
+    monkeypatch.setattr(metadata, "requires", lambda name: declared[name])
+    headers = Message()
+    for extra in ("sim", "bench", "notebooks"):
+        headers["Provides-Extra"] = extra
+    monkeypatch.setattr(metadata, "metadata", lambda name: headers)
+    assert declared_ranges() == {"openai": SpecifierSet("<1,>=0.1"), "pandas": SpecifierSet(">=2.2,<4")}
+    statuses = check_environment(("openai", "pandas"), tmp_path / "requirements.txt")
+    assert statuses[1].required == "<1,>=0.1" and not statuses[1].ok
+    assert statuses[2].required == "<4,>=2.2"
 
 
 def test_requirements_with_markers_and_comments(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 from helpers.bench.metrics import SLO, requests_frame, summary_frame
 from helpers.bench.records import RequestRecord, RunResult
 
-REPO_RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
+DEFAULT_RESULTS_FOLDER = "results"
 RESULTS_DIR_VARIABLE = "QWEN_RESULTS_DIR"
 PACKAGES = (
     "httpx",
@@ -68,19 +68,21 @@ class BenchResult:
 
 
 def default_results_dir() -> Path:
-    """Where results and plots go by default: ``$QWEN_RESULTS_DIR`` if set, else ``data/results/``.
+    """Where results and plots go by default: ``$QWEN_RESULTS_DIR`` if set, else ``./results/``.
 
-    Read on every call (not at import), so a test run or a notebook can redirect its output by
-    setting the variable at any time.
+    ``./results/`` is under the working directory (a notebook's folder in Jupyter), never the
+    installed package. Read on every call (not at import), so a test run or a notebook can redirect
+    its output by setting the variable at any time; ``make run`` points it at the committed
+    ``data/results/``.
     """
     override = os.environ.get(RESULTS_DIR_VARIABLE)
-    return Path(override).expanduser() if override else REPO_RESULTS_DIR
+    return Path(override).expanduser() if override else Path.cwd() / DEFAULT_RESULTS_FOLDER
 
 
 def save_result(result: BenchResult, name: str, results_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``<name>_requests.csv``, ``<name>_summary.csv`` and ``<name>.json``; return the paths.
 
-    ``results_dir`` defaults to :func:`default_results_dir` (``$QWEN_RESULTS_DIR`` or ``data/results/``).
+    ``results_dir`` defaults to :func:`default_results_dir` (``$QWEN_RESULTS_DIR`` or ``./results/``).
     """
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"name must be a plain file stem such as 'sweep-t4', got {name!r}")

@@ -138,10 +138,10 @@ def serve_firehose(chunks: int = 200, events_per_write: int = 1) -> FirehoseServ
     listener.listen(2048)
     port = listener.getsockname()[1]
     command = [
-        sys.executable, "-m", "helpers.bench.firehose", "--fd", str(listener.fileno()),
+        sys.executable, "-m", "kit_tools.firehose", "--fd", str(listener.fileno()),
         "--chunks", str(chunks), "--events-per-write", str(events_per_write),
     ]  # fmt: skip
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[1])  # kit_tools importable in the child, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.getenv("PYTHONPATH")]))}
     process = subprocess.Popen(command, pass_fds=[listener.fileno()], env=env)
     listener.close()

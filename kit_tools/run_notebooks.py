@@ -1,12 +1,12 @@
 """Execute every notebook headless, top to bottom, against the simulator: ``make run``.
 
 Executed copies go to ``data/runs/`` (the committed notebooks are left untouched); the notebooks
-themselves write their results (CSV, JSON, PNG) under ``data/results/``. A notebook that fails stops
-the run with the failing cell's error.
+themselves write their results (CSV, JSON, PNG) to ``$QWEN_RESULTS_DIR``, which ``make run`` sets
+to the committed ``data/results/``. A notebook that fails stops the run with the failing cell's error.
 
 Example:
-    python -m helpers.run_notebooks                 # all notebooks
-    python -m helpers.run_notebooks 02_async_gather # one, by name prefix
+    python -m kit_tools.run_notebooks                 # all notebooks
+    python -m kit_tools.run_notebooks 02_async_gather # one, by name prefix
 """
 
 from __future__ import annotations
