@@ -185,6 +185,13 @@ def embedded_simulator_endpoint(model: str = DEFAULT_MODEL) -> Endpoint:
             import tempfile
             from pathlib import Path
 
+            from helpers.extras import require_extra
+
+            require_extra(
+                "sim",
+                ["starlette", "uvicorn", "orjson", "prometheus_client", "jsonschema"],
+                needed_for="the embedded simulator (no QWEN_BASE_URL set)",
+            )
             from helpers.sim import serve
 
             # Its log goes to a file: a kernel's stderr shows up in whatever cell runs. Engine lag

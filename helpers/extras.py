@@ -2,7 +2,8 @@
 
 The client (``helpers.chat``, ``.endpoint``, ``.concurrency``, ``.streaming``, ``.loop``) needs only
 the package's own dependencies; the simulator, the benchmark engine and the notebooks need the
-``sim``, ``bench`` and ``notebooks`` extras (``all`` has everything).
+``sim``, ``bench`` and ``notebooks`` extras, a fleet behind vllm-router and Ray batch jobs ``scale``
+(``all`` has everything).
 
 Example:
     >>> require_extra("sim", ["uvicorn"], needed_for="the embedded simulator")  # doctest: +SKIP
@@ -26,8 +27,8 @@ DISTRIBUTION = "qwen-async-kit"
 def require_extra(name: str, modules: list[str], *, needed_for: str = "") -> None:
     """Raise ``ImportError`` with the pip command to run when one of ``modules`` cannot be imported.
 
-    ``name`` is the extra that provides them (``sim``, ``bench``, ``notebooks``); ``needed_for``
-    says what the user was doing, e.g. ``"the embedded simulator (no QWEN_BASE_URL set)"``.
+    ``name`` is the extra that provides them (``sim``, ``bench``, ``notebooks``, ``scale``);
+    ``needed_for`` says what the user was doing, e.g. ``"the embedded simulator (no QWEN_BASE_URL set)"``.
     """
     missing = [module for module in modules if not _importable(module)]
     if not missing:

@@ -205,6 +205,9 @@ def _start_router(
     timeout: float,
     log_file: str | Path | None,
 ) -> Router:
+    from helpers.extras import require_extra
+
+    require_extra("scale", ["vllm_router"], needed_for="a fleet behind vllm-router")
     port = port or _free_port(host)
     command = [
         sys.executable, "-m", "vllm_router.launch_router",
