@@ -1,10 +1,11 @@
 """Benchmark plots (matplotlib, no display needed): each is saved as a PNG and returned as a Figure.
 
-Figures are built without ``pyplot`` (no GUI, no global state, nothing shown twice) and know how
-to show themselves: in Jupyter, a plot returned as the cell's last expression appears inline as a
-PNG, with or without ``%matplotlib inline``. PNGs go to ``$QWEN_RESULTS_DIR`` if set, else
-``data/results/`` (or to ``path=``). Inputs are the DataFrames of
-:class:`helpers.bench.results.BenchResult` (``.summary`` and ``.requests``).
+Figures are built without ``pyplot`` (no GUI, no global state). In a Jupyter kernel each plot is
+shown inline as a PNG when it is made, wherever the call sits in the cell, and only once in that
+cell (returned as the cell's last expression it is not shown again; a later cell shows it anew).
+Panel and figure titles wider than their space are wrapped. PNGs go to the default results
+directory of :func:`helpers.bench.results.default_results_dir` (or to ``path=``). Inputs are the
+DataFrames of :class:`helpers.bench.results.BenchResult` (``.summary`` and ``.requests``).
 
 Example:
     >>> fig = plot_knee(result.summary, subtitle=result.subtitle(), name="sweep-t4")  # doctest: +SKIP
@@ -13,17 +14,20 @@ Example:
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
-from helpers.bench.results import default_results_dir
+from helpers.loop import in_notebook
 
 PERCENTILE_STYLES = {"median": "-", "p90": "--", "p99": ":"}
 METRIC_NAMES = {
@@ -37,13 +41,30 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 FAILED_COLOR = "#d62728"
 
 
+INLINE_DPI = 90
+SAVED_DPI = 110
+
+
 class InlineFigure(Figure):
-    """A matplotlib Figure that Jupyter shows as a PNG (``_repr_png_``) without pyplot."""
+    """A matplotlib Figure that Jupyter shows as a PNG without pyplot, at most once per cell."""
+
+    _shown_in_cell: int | None = None  # IPython's execution count when it was last shown
 
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=90)
+        self.savefig(buffer, format="png", dpi=INLINE_DPI)
         return buffer.getvalue()
+
+    def _ipython_display_(self) -> None:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        shell = get_ipython()
+        cell = shell.execution_count if shell is not None else None
+        if cell is not None and cell == self._shown_in_cell:
+            return  # already shown by this cell (when it was made)
+        self._shown_in_cell = cell
+        display({"image/png": self._repr_png_(), "text/plain": repr(self)}, raw=True)
 
 
 def plot_sync_vs_async(
@@ -86,7 +107,7 @@ def plot_sync_vs_async(
         ax.margins(x=0.3)
         ax.grid(axis="x", alpha=0.3)
     left.set_title("total time (lower is better)")
-    right.set_title("throughput (speed-up over the first run of its kind)")
+    right.set_title("throughput\n(speed-up over the first run of its kind)")
     return _save(fig, name, path)
 
 
@@ -259,10 +280,61 @@ def _figure(panels: int, title: str, subtitle: str, vertical: bool = False) -> t
 
 
 def _save(fig: Figure, name: str, path: str | Path | None) -> Figure:
-    target = Path(path) if path is not None else default_results_dir() / f"{name}.png"
+    """Fit the titles, write the PNG, and show the figure if this runs in a Jupyter kernel."""
+    if path is None:
+        from helpers.bench.results import default_results_dir  # only for the default path
+
+        target = default_results_dir() / f"{name}.png"
+    else:
+        target = Path(path)
+    _wrap_wide_titles(fig)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
+    fig.savefig(target, dpi=SAVED_DPI)
+    if in_notebook():
+        fig._ipython_display_()
     return fig
+
+
+def _wrap_wide_titles(fig: Figure) -> None:
+    """Wrap each panel title wider than its panel, and the figure title wider than the figure."""
+    original_dpi = fig.get_dpi()
+    canvas = FigureCanvasAgg(fig)
+    for dpi in (INLINE_DPI, SAVED_DPI):  # text widths do not scale exactly with the dpi
+        fig.set_dpi(dpi)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in fig.axes:
+            _wrap_to(ax.title, ax.get_window_extent(renderer).width, renderer)
+        if fig._suptitle is not None:
+            _wrap_to(fig._suptitle, 0.96 * fig.bbox.width, renderer)
+    fig.set_dpi(original_dpi)
+
+
+def _wrap_to(text: Text, width: float, renderer) -> None:
+    lines = text.get_text().split("\n")
+    wrapped: list[str] = []
+    for line in lines:
+        line_width = _text_width(text, line, renderer)
+        if line_width <= width or len(line) < 2:
+            wrapped.append(line)
+            continue
+        columns = max(1, int(len(line) * width / line_width * 0.95))
+        pieces = [line]
+        while columns > 1:
+            pieces = textwrap.wrap(line, columns, break_long_words=False) or [line]
+            if all(_text_width(text, piece, renderer) <= width for piece in pieces):
+                break
+            columns -= max(1, columns // 10)
+        wrapped.extend(pieces)
+    text.set_text("\n".join(wrapped))
+
+
+def _text_width(text: Text, content: str, renderer) -> float:
+    original = text.get_text()
+    text.set_text(content)
+    width = text.get_window_extent(renderer).width
+    text.set_text(original)
+    return width
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str]) -> None:

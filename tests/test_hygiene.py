@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
 
 import pytest
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.kernelspec import get_kernel_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -65,3 +68,50 @@ def test_notebook_outputs_hold_nothing_private(path: Path):
 def test_data_files_hold_nothing_private(path: Path):
     found = find_private(path.read_text(encoding="utf-8", errors="replace"))
     assert not found, f"{path.relative_to(ROOT)} contains a {found[0]}"
+
+
+def plot_calls(source: str) -> int:
+    """How many ``plot_*(...)`` calls (the kit's plots) a code cell makes; IPython magics skipped."""
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    return sum(
+        isinstance(node, ast.Call)
+        and (getattr(node.func, "attr", None) or getattr(node.func, "id", "")).startswith("plot_")
+        for node in ast.walk(ast.parse(code))
+    )
+
+
+def test_plot_call_counter():
+    assert plot_calls("plots.plot_knee(s)\nx = 1") == 1
+    assert plot_calls("%xmode Minimal\nfig = plot_timeline(r)\nplot_cdf(r);") == 2
+    assert plot_calls("print('plot_knee')") == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_plot_a_notebook_makes_is_displayed(path: Path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        images = sum("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
+        assert images == plot_calls(source), (
+            f"{path.name}: {images} image(s) shown by a cell that plots:\n{source}"
+        )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_metadata_is_what_jupyterlab_writes(path: Path):
+    """JupyterLab rewrites the kernelspec and language_info on opening; anything else marks the
+    notebook unsaved at once. Expected: the installed ipykernel's kernelspec and language_info."""
+    metadata = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+    kernel = get_kernel_dict()
+    assert metadata["kernelspec"] == {
+        "display_name": kernel["display_name"],
+        "language": kernel["language"],
+        "name": "python3",
+    }
+    expected = dict(IPythonKernel.language_info)
+    # the Python version is the recording kernel's; JupyterLab rewrites it on another Python
+    assert re.fullmatch(r"3\.\d+\.\d+", metadata["language_info"].pop("version"))
+    expected.pop("version")
+    assert metadata["language_info"] == expected

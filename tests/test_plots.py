@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -140,3 +144,95 @@ def test_sync_vs_async_labels_each_bar_with_its_speed_up(tmp_path):
     figure = plots.plot_sync_vs_async(summary, reference=reference, path=tmp_path / "bars.png")
     labels = [text.get_text() for text in figure.axes[1].texts]
     assert labels == ["0.50  (1.0x)", "5.00  (10.0x)", "8.10  (1.0x)", "54.10  (6.7x)"]
+
+
+def test_importing_plots_does_not_import_the_benchmark_engine():
+    code = "import sys, helpers.plots; print(sorted(m for m in sys.modules if m.startswith('helpers.bench')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def panel_figures(tmp_path) -> dict:
+    """Each plot with long labels and titles, as notebook 04 draws them."""
+    result = sweep_result()
+    summary = result.summary
+    runs = summary.iloc[[0, 2, 4]].assign(
+        label=["sync: invoke loop", "async: ainvoke x20", "async: lean httpx x20"]
+    )
+    subtitle = (
+        "vLLM 0.32.0 · Qwen/Qwen3-0.6B · 2 CPU AMD EPYC 7B13 64-Core Processor · profile t4, time scale 1x"
+    )
+    reference = {
+        "the blog, sync (T4)": {"duration_s": 2.48, "request_throughput": 8.1},
+        "the blog, async (T4)": {"duration_s": 0.37, "request_throughput": 54.1},
+    }
+    return {
+        "bars": plots.plot_sync_vs_async(
+            runs, reference=reference, subtitle=subtitle, path=tmp_path / "b.png"
+        ),
+        "knee": plots.plot_knee(summary, subtitle=subtitle, path=tmp_path / "k.png"),
+        "cdf": plots.plot_latency_cdf(result.requests, subtitle=subtitle, path=tmp_path / "c.png"),
+        "ttft": plots.plot_ttft_vs_throughput(summary, subtitle=subtitle, path=tmp_path / "t.png"),
+    }
+
+
+@pytest.mark.parametrize("dpi", [90, 110])  # the inline PNG's and the saved PNG's
+def test_titles_fit_their_panel_and_the_figure(tmp_path, dpi):
+    for name, figure in panel_figures(tmp_path).items():
+        figure.set_dpi(dpi)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        width = figure.bbox.width
+        suptitle = figure.get_suptitle() and figure._suptitle.get_window_extent(renderer)
+        assert suptitle.x0 >= 0 and suptitle.x1 <= width, f"{name}: the figure title is cut"
+        for ax in figure.axes:
+            title = ax.title.get_window_extent(renderer)
+            panel = ax.get_window_extent(renderer)
+            assert title.width <= panel.width + 1, f"{name}: {ax.get_title()!r} is wider than its panel"
+            tight = ax.get_tightbbox(renderer)
+            assert tight.x0 >= 0 and tight.x1 <= width, f"{name}: a panel's labels are cut"
+
+
+PLOT_CELL_SHAPES = {
+    "last expression": "plots.plot_latency_cdf(requests, path=PNG)",
+    "assigned, then more code": "fig = plots.plot_latency_cdf(requests, path=PNG)\nx = 1",
+    "followed by a call": "plots.plot_ttft_vs_throughput(summary, path=PNG)\nprint('saved')",
+    "two plots in one cell": "plots.plot_knee(summary, path=PNG)\nplots.plot_latency_cdf(requests, path=PNG)",
+    "shown again in a later cell": "fig",
+    "display() on a plot": (
+        "from IPython.display import display\ndisplay(plots.plot_latency_cdf(requests, path=PNG))"
+    ),
+}
+
+
+def test_each_plot_is_shown_once_whatever_the_cell_shape(tmp_path):
+    """In a real kernel: one PNG per plot made, also when the call is not the cell's last line."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    setup = (
+        "from helpers import plots\nfrom tests.test_plots import sweep_result\n"
+        f"PNG = {str(tmp_path / 'p.png')!r}\nresult = sweep_result()\n"
+        "summary, requests = result.summary, result.requests"
+    )
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(setup)] + [
+        nbformat.v4.new_code_cell(source) for source in PLOT_CELL_SHAPES.values()
+    ]
+    env_root = str(Path(__file__).resolve().parent.parent)
+    NotebookClient(
+        notebook, kernel_name="python3", timeout=240, resources={"metadata": {"path": env_root}}
+    ).execute()
+    shown = {
+        shape: sum("image/png" in output.get("data", {}) for output in cell.outputs)
+        for shape, cell in zip(PLOT_CELL_SHAPES, notebook.cells[1:], strict=True)
+    }
+    assert shown == {
+        "last expression": 1,
+        "assigned, then more code": 1,
+        "followed by a call": 1,
+        "two plots in one cell": 2,
+        "shown again in a later cell": 1,
+        "display() on a plot": 1,
+    }
