@@ -14,15 +14,23 @@
 * gives each event loop its own async HTTP client, so one model can serve several
   ``asyncio.run(...)`` calls (plain ``ChatOpenAI`` shares one process-wide ``httpx.AsyncClient``
   whose pooled connections belong to the first loop: ``RuntimeError: Event loop is closed``);
-* asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives.
+  the models of one loop share one connection pool per timeout, closed when ``asyncio.run()``
+  shuts the loop down (httpx and the openai SDK have no hook for a loop's end: a task of ours,
+  pending until the loop cancels it at shutdown, closes the pool);
+* asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives;
+* keeps the reasoning next to tool calls (``bind_tools``, streamed ``tool_call_chunks``,
+  ``with_structured_output``), turns tool arguments that are JSON but no object (a small model
+  writes ``true``) into ``invalid_tool_calls`` instead of a crash, and raises
+  ``ToolFlagsMissingError`` with the ``vllm serve`` flags to add when vLLM refuses tools.
 
 Why subclass ``ChatOpenAI`` rather than use ``langchain_deepseek.ChatDeepSeek``: ChatDeepSeek maps
 the ``reasoning_content``/``reasoning`` fields, but it does not split an inline ``<think>`` block
 (a vLLM server started without a reasoning parser), it labels every reply as provider "deepseek",
 and it builds one async client per model, which still breaks across event loops. The subclass is
-two small overrides on top of the hooks ChatOpenAI already has (``_create_chat_result`` and
-``_convert_chunk_to_generation_chunk``) plus a per-stream decoder, so everything else —
-tools, structured output, callbacks, retries — stays ChatOpenAI's.
+a few small overrides of the hooks ChatOpenAI already has (``_create_chat_result``,
+``_convert_chunk_to_generation_chunk``, and ``_generate``/``_stream`` wrapped for the tool-flags
+error) plus a per-stream decoder, so everything else — tool and structured-output parsing,
+callbacks, retries — stays ChatOpenAI's.
 
 Example:
     >>> from helpers.chat import make_chat_model
@@ -35,19 +43,24 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any, Self
 
 import openai
 from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.tool import invalid_tool_call
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
-from pydantic import model_validator
+from langchain_openai.chat_models.base import OpenAIInvalidRequestError
+from pydantic import SecretStr, model_validator
 
-from helpers.endpoint import Endpoint, resolve_endpoint
+from helpers.endpoint import TOOLS_HINT, Endpoint, resolve_endpoint, server_endpoint, tool_flags_missing
 from helpers.reasoning import Parts, ReasoningStream, reasoning_field, split_message
 
 REASONING_KEY = "reasoning_content"
@@ -59,31 +72,86 @@ DEFAULT_MAX_TOKENS = 2048
 RECOMMENDED_SAMPLING = {True: (0.6, 0.95), False: (0.7, 0.8)}
 
 
+class _LoopClients:
+    """The async clients of one event loop: one httpx pool per timeout (shared by all models) and
+    one openai client per model, all closed when the loop shuts down.
+
+    ``asyncio.run()`` (and ``asyncio.Runner``, pytest-asyncio) cancel the tasks still pending before
+    closing a loop; the ``closer`` task waits for that and closes the pools while the loop still
+    runs. Jupyter's loop never closes: its clients live as long as the kernel.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pools: dict[Any, httpx.AsyncClient] = {}
+        self.sdk_clients: weakref.WeakKeyDictionary[_LoopLocal, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.closer = loop.create_task(self._close_at_shutdown(loop), name=_CLOSER_TASK_NAME)
+
+    def pool(self, timeout: Any) -> httpx.AsyncClient:
+        key = (
+            (timeout.connect, timeout.read, timeout.write, timeout.pool)
+            if isinstance(timeout, httpx.Timeout)
+            else timeout
+        )
+        client = self.pools.get(key)
+        if client is None:
+            client = self.pools[key] = openai.DefaultAsyncHttpxClient(timeout=timeout)
+        return client
+
+    async def _close_at_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await loop.create_future()  # never set: cancelled when the loop shuts down
+        finally:
+            _clients_by_loop.pop(loop, None)
+            self.sdk_clients.clear()
+            pools, self.pools = list(self.pools.values()), {}
+            for pool in pools:
+                await pool.aclose()
+
+
+_CLOSER_TASK_NAME = "helpers.chat: close this loop's HTTP clients when it shuts down"
+_clients_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
+    weakref.WeakKeyDictionary()
+)
+_clients_by_loop_lock = threading.Lock()
+
+
+def _running_loop_clients() -> _LoopClients | None:
+    """The clients of the running event loop (created on first use), None outside a loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    clients = _clients_by_loop.get(loop)
+    if clients is None:
+        with _clients_by_loop_lock:
+            clients = _clients_by_loop.get(loop)
+            if clients is None:
+                clients = _clients_by_loop[loop] = _LoopClients(loop)
+    return clients
+
+
 class _LoopLocal:
-    """Attribute proxy to one object per running event loop (the template outside a loop).
+    """Attribute proxy to the running event loop's copy of an ``openai.AsyncOpenAI`` (the template
+    itself outside a loop).
 
     ``ChatOpenAI`` calls ``self.root_async_client.<...>`` and ``self.async_client.<...>`` inside its
     coroutines; resolving the attribute there picks the client of the loop that runs the call.
     """
 
-    def __init__(self, template: Any, make: Callable[[], Any]) -> None:
+    def __init__(self, template: openai.AsyncOpenAI) -> None:
         self._template = template
-        self._make = make
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
 
-    def current(self) -> Any:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+    def current(self) -> openai.AsyncOpenAI:
+        clients = _running_loop_clients()
+        if clients is None:
             return self._template
-        with self._lock:
-            target = self._per_loop.get(loop)
-            if target is None:
-                target = self._per_loop[loop] = self._make()
-            return target
+        client = clients.sdk_clients.get(self)
+        if client is None:
+            client = self._template.copy(http_client=clients.pool(self._template.timeout))
+            clients.sdk_clients[self] = client
+        return client
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # copy/pickle probes before __init__ ran; private attributes
@@ -117,12 +185,7 @@ class ReasoningChatOpenAI(ChatOpenAI):
         """Replace the shared async client with one per event loop (unless the user gave one)."""
         if self.http_async_client is not None or isinstance(self.root_async_client, _LoopLocal):
             return self
-        template: openai.AsyncOpenAI = self.root_async_client
-
-        def fresh_client() -> openai.AsyncOpenAI:
-            return template.copy(http_client=openai.DefaultAsyncHttpxClient(timeout=template.timeout))
-
-        clients = _LoopLocal(template, fresh_client)
+        clients = _LoopLocal(self.root_async_client)
         self.root_async_client = clients
         self.async_client = _ChatCompletionsOf(clients)
         return self
@@ -140,13 +203,33 @@ class ReasoningChatOpenAI(ChatOpenAI):
     def _create_chat_result(
         self, response: dict | openai.BaseModel, generation_info: dict | None = None
     ) -> ChatResult:
-        result = super()._create_chat_result(response, generation_info)
-        response_dict = response if isinstance(response, dict) else response.model_dump()
-        for generation, choice in zip(result.generations, response_dict["choices"], strict=True):
+        if not isinstance(response, dict | openai.BaseModel):  # an HTML page: ChatOpenAI says so
+            return super()._create_chat_result(response, generation_info)
+        response_dict = (
+            response
+            if isinstance(response, dict)
+            else response.model_dump(
+                exclude={"choices": {"__all__": {"message": {"parsed"}}}}, warnings=False
+            )
+        )
+        not_objects = _pop_calls_without_object_arguments(response_dict)
+        result = super()._create_chat_result(response_dict if not_objects else response, generation_info)
+        for index, (generation, choice) in enumerate(
+            zip(result.generations, response_dict["choices"], strict=True)
+        ):
             parts = split_message(choice["message"], thinking=self.thinking)
             generation.message.content = parts.answer
             generation.message.additional_kwargs[REASONING_KEY] = parts.reasoning
+            generation.message.invalid_tool_calls.extend(not_objects.get(index, []))
         return result
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with _tool_flags_explained():
+            return super()._generate(*args, **kwargs)
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with _tool_flags_explained():
+            return await super()._agenerate(*args, **kwargs)
 
     def _convert_chunk_to_generation_chunk(
         self, chunk: dict, default_chunk_class: type, base_generation_info: dict | None
@@ -165,32 +248,88 @@ class ReasoningChatOpenAI(ChatOpenAI):
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         decoder = ReasoningStream(self.thinking)
         last: ChatGenerationChunk | None = None
-        for chunk in super()._stream(*args, **kwargs):
-            last = _decode_chunk(decoder, chunk)
-            yield last
+        with _tool_flags_explained():
+            for chunk in super()._stream(*args, **kwargs):
+                last = _decode_chunk(decoder, chunk)
+                yield last
         if tail := _tail_chunk(decoder, last):
             yield tail
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         decoder = ReasoningStream(self.thinking)
         last: ChatGenerationChunk | None = None
-        async for chunk in super()._astream(*args, **kwargs):
-            last = _decode_chunk(decoder, chunk)
-            yield last
+        with _tool_flags_explained():
+            async for chunk in super()._astream(*args, **kwargs):
+                last = _decode_chunk(decoder, chunk)
+                yield last
         if tail := _tail_chunk(decoder, last):
             yield tail
 
 
+class ToolFlagsMissingError(OpenAIInvalidRequestError):
+    """vLLM refused a request with tools: it was started without ``--enable-auto-tool-choice
+    --tool-call-parser hermes``. The message ends with the ``vllm serve`` command to use.
+
+    An ``openai.BadRequestError`` (HTTP 400, never retried) and LangChain's
+    ``ModelInvalidRequestError``, like the error it replaces.
+    """
+
+
+@contextmanager
+def _tool_flags_explained() -> Iterator[None]:
+    """Re-raise vLLM's refusal of tools as ``ToolFlagsMissingError`` saying which flags to add."""
+    try:
+        yield
+    except openai.BadRequestError as exc:
+        if isinstance(exc, ToolFlagsMissingError) or not tool_flags_missing(exc):
+            raise
+        message = f"{exc.message.rstrip('.')}. To fix: {TOOLS_HINT}"
+        raise ToolFlagsMissingError(message=message, response=exc.response, body=exc.body) from exc
+
+
+def _pop_calls_without_object_arguments(response: dict) -> dict[int, list]:
+    """Remove tool calls whose arguments are valid JSON but no object (a small model writes
+    ``true``); LangChain would fail on them. Returns them as invalid tool calls, per choice index.
+    """
+    popped: dict[int, list] = {}
+    for index, choice in enumerate(response.get("choices") or []):
+        calls = (choice.get("message") or {}).get("tool_calls")
+        if not calls:
+            continue
+        kept = []
+        for call in calls:
+            function = call.get("function") or {}
+            try:
+                arguments = json.loads(function.get("arguments") or "{}")
+            except (TypeError, ValueError):  # not JSON: LangChain reports it as invalid itself
+                arguments = {}
+            if isinstance(arguments, dict):
+                kept.append(call)
+                continue
+            error = f"the arguments are {type(arguments).__name__} JSON, not a JSON object"
+            popped.setdefault(index, []).append(
+                invalid_tool_call(
+                    name=function.get("name"), args=function.get("arguments"), id=call.get("id"), error=error
+                )
+            )
+        if index in popped:
+            choice["message"]["tool_calls"] = kept or None
+    return popped
+
+
 def _decode_chunk(decoder: ReasoningStream, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
-    """Rewrite one streamed chunk: answer in ``content``, reasoning in ``additional_kwargs``."""
+    """Rewrite one streamed chunk: answer in ``content``, reasoning in ``additional_kwargs``.
+
+    Every chunk gets ``reasoning_content``, tool-call chunks too; content that is not text
+    (content blocks) is left as it is.
+    """
     message = chunk.message
     content = message.content if isinstance(message.content, str) else None
-    if content is None and not message.additional_kwargs.get(REASONING_KEY):
-        return chunk  # a non-text chunk (tool calls as content blocks): leave it alone
     parts = decoder.feed(message.additional_kwargs.get(REASONING_KEY), content)
     if (chunk.generation_info or {}).get("finish_reason"):
         parts = parts + decoder.close()
-    message.content = parts.answer
+    if content is not None:
+        message.content = parts.answer
     message.additional_kwargs[REASONING_KEY] = parts.reasoning
     return chunk
 
@@ -228,6 +367,39 @@ def thinking_extra_body(thinking: bool | None, extra_body: dict | None = None) -
     return body or None
 
 
+# ChatOpenAI's names (and aliases) for what an Endpoint holds.
+_ENDPOINT_ARGUMENTS = {
+    "base_url": "base_url",
+    "openai_api_base": "base_url",
+    "api_key": "api_key",
+    "openai_api_key": "api_key",
+    "model": "model",
+    "model_name": "model",
+}
+
+
+def _endpoint_from(endpoint: Endpoint | None, kwargs: dict[str, Any]) -> Endpoint:
+    """``endpoint`` (default: ``resolve_endpoint()``) with ChatOpenAI-style ``base_url``,
+    ``api_key`` and ``model`` from ``kwargs`` (popped) applied over it.
+
+    A ``base_url`` names a server: no simulator is started, and key and model it is not given
+    come from the endpoint, else from the environment as in ``resolve_endpoint``.
+    """
+    given: dict[str, str] = {}
+    for name, field in _ENDPOINT_ARGUMENTS.items():
+        value = kwargs.pop(name, None)
+        if value is not None:
+            given[field] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    if "base_url" in given:
+        model = given.get("model") or (endpoint.model if endpoint else None)
+        key = given.get("api_key") or (endpoint.api_key.get_secret_value() if endpoint else None)
+        return server_endpoint(given["base_url"], model, key)
+    endpoint = endpoint or resolve_endpoint(model=given.get("model"), api_key=given.get("api_key"))
+    if "api_key" in given:
+        given["api_key"] = SecretStr(given["api_key"])
+    return dataclasses.replace(endpoint, **given) if given else endpoint
+
+
 def make_chat_model(
     thinking: bool | None = None,
     endpoint: Endpoint | None = None,
@@ -235,7 +407,7 @@ def make_chat_model(
     temperature: float | None = None,
     top_p: float | None = None,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
-    timeout: float = DEFAULT_TIMEOUT_S,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
     max_retries: int = DEFAULT_MAX_RETRIES,
     streaming: bool = False,
     **kwargs: Any,
@@ -245,10 +417,13 @@ def make_chat_model(
     Args:
         thinking: True/False sends ``chat_template_kwargs.enable_thinking``; None keeps the
             server's default (Qwen3: on).
+        endpoint: where to send requests; ChatOpenAI-style ``base_url=``, ``api_key=``,
+            ``model=`` (in ``kwargs``) override it, and a ``base_url`` never starts the simulator.
         temperature, top_p: default to the Qwen3 model card's recommendation for the mode
             (thinking 0.6/0.95, non-thinking 0.7/0.8).
         max_tokens: cap on generated tokens (reasoning included).
-        timeout: seconds to wait for a response, or between two streamed chunks (connect: 10 s).
+        timeout: seconds to wait for a response, or between two streamed chunks; None waits
+            as long as it takes. Connecting is bounded by 10 s (or ``timeout`` if shorter).
         max_retries: retries of the openai SDK for connection errors, 408/409/429 and 5xx.
         streaming: make ``invoke``/``ainvoke`` use the streaming API under the hood.
         **kwargs: any other ``ChatOpenAI`` argument (``extra_body`` is merged, not replaced).
@@ -256,14 +431,18 @@ def make_chat_model(
     Example:
         >>> model = make_chat_model(thinking=False, max_tokens=256)  # doctest: +SKIP
         >>> model.invoke("1+1=?").content                           # doctest: +SKIP
+        >>> make_chat_model(base_url="http://gpu-pod:8000/v1", api_key="sk-...")  # doctest: +SKIP
     """
     if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
     if streaming:  # passing streaming=False explicitly would make .stream() fall back to invoke
         kwargs["streaming"] = True
-    endpoint = endpoint or resolve_endpoint()
+    endpoint = _endpoint_from(endpoint, kwargs)
+    connect_timeout = (
+        DEFAULT_CONNECT_TIMEOUT_S if timeout is None else min(timeout, DEFAULT_CONNECT_TIMEOUT_S)
+    )
     default_temperature, default_top_p = RECOMMENDED_SAMPLING[thinking is not False]
     return ReasoningChatOpenAI(
         model=endpoint.model,
@@ -272,7 +451,7 @@ def make_chat_model(
         temperature=default_temperature if temperature is None else temperature,
         top_p=default_top_p if top_p is None else top_p,
         max_tokens=max_tokens,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT_S)),
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
         max_retries=max_retries,
         stream_usage=True,
         # httpx's read timeout already bounds the gap between chunks (vLLM sends no keep-alives);

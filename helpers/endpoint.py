@@ -4,8 +4,10 @@
 environment (``QWEN_BASE_URL``, ``QWEN_MODEL``, ``QWEN_API_KEY``; also ``OPENAI_BASE_URL`` /
 ``OPENAI_API_KEY``), and otherwise starts the embedded simulator once per process (profile from
 ``QWEN_SIM_PROFILE``, default ``l4``; speed-up from ``QWEN_SIM_TIME_SCALE``, default 1) and says so
-in one line. ``diagnose()`` probes an endpoint with httpx and names each check; ``check_endpoint()``
-raises ``EndpointError`` with a message that tells the user what to do.
+in one line. ``diagnose()`` probes an endpoint with httpx and names each check (with ``tools=True``
+also whether the server accepts tools); ``check_endpoint()`` raises ``EndpointError`` with a
+message that tells the user what to do. ``connect_failure()`` says why a connection failed, for
+``diagnose`` and for ``helpers.retry`` alike.
 
 The API key is held as a ``pydantic.SecretStr``: it never shows in a repr, a message or a log line.
 
@@ -33,7 +35,15 @@ from pydantic import SecretStr
 
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 PLACEHOLDER_API_KEY = "EMPTY"  # vLLM without --api-key accepts any key; the SDK insists on one
-SERVE_HINT = "vllm serve Qwen/Qwen3-0.6B --reasoning-parser qwen3"
+TOOL_FLAGS = "--enable-auto-tool-choice --tool-call-parser hermes"
+SERVE_HINT = f"vllm serve Qwen/Qwen3-0.6B --reasoning-parser qwen3 {TOOL_FLAGS}"
+TOOLS_HINT = f"restart the server with the tool-calling flags: `{SERVE_HINT}`"
+# How vLLM refuses tools when started without TOOL_FLAGS (transcripts noflags-qwen3-*): tool_choice
+# "auto" (or none given) names both flags; "required" and a named function name the parser.
+_TOOL_FLAGS_REFUSED = (
+    "tool choice requires --enable-auto-tool-choice",
+    "requires --tool-call-parser to be set",
+)
 DEFAULT_PROBE_TIMEOUT_S = 5.0
 
 EndpointKind = Literal["simulator", "server"]
@@ -151,10 +161,16 @@ def resolve_endpoint(
     >>> resolve_endpoint("http://gpu-pod:8000/v1").model
     'Qwen/Qwen3-0.6B'
     """
-    model = model or _env("QWEN_MODEL") or DEFAULT_MODEL
     base_url = base_url or _env("QWEN_BASE_URL", "OPENAI_BASE_URL")
     if base_url is None:
-        return embedded_simulator_endpoint(model)
+        return embedded_simulator_endpoint(model or _env("QWEN_MODEL") or DEFAULT_MODEL)
+    return server_endpoint(base_url, model, api_key)
+
+
+def server_endpoint(base_url: str, model: str | None = None, api_key: str | None = None) -> Endpoint:
+    """The server at ``base_url``; model and key from the arguments, else the environment
+    (``QWEN_MODEL``; ``QWEN_API_KEY``, then ``OPENAI_API_KEY``), else the defaults."""
+    model = model or _env("QWEN_MODEL") or DEFAULT_MODEL
     key = api_key or _env("QWEN_API_KEY", "OPENAI_API_KEY") or PLACEHOLDER_API_KEY
     return Endpoint(base_url=base_url, model=model, api_key=SecretStr(key))
 
@@ -213,64 +229,142 @@ def _is_json(response: httpx.Response) -> bool:
     return True
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return seen
+# --- why a connection failed: one classifier, for diagnose and for retry -------------------------
+
+
+def httpx_error_types(*names: str) -> tuple[type[BaseException], ...]:
+    """httpx's error classes ``names``, from httpx and httpx2 (openai >= 3), whichever is installed."""
+    types: list[type[BaseException]] = []
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        types.extend(getattr(module, name) for name in names)
+    return tuple(types)
+
+
+# Raised before a request is sent: while resolving the host, connecting, or the TLS handshake.
+_CONNECT_ERRORS = (
+    *httpx_error_types("ConnectError", "ConnectTimeout"),
+    ConnectionRefusedError,
+    socket.gaierror,
+)
+# How getaddrinfo says a name does not exist (httpx keeps only the text): Linux, macOS, Windows.
+# A temporary failure (EAI_AGAIN, "Temporary failure in name resolution") is not among them.
+_HOST_NOT_FOUND = (
+    "Name or service not known",
+    "nodename nor servname",
+    "No address associated with hostname",
+    "getaddrinfo failed",
+)
+_NO_SUCH_HOST_CODES = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+_CLOSED_BY_PEER = (ssl.SSLEOFError, ssl.SSLZeroReturnError)  # a cut, not a handshake mismatch
+
+ConnectFailure = Literal["host", "tls", "certificate", "connect"]
+
+
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first (``raise ... from``, or the implicit context)."""
+    chain, seen = [exc], {id(exc)}
+    while (cause := _cause(chain[-1])) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        chain.append(cause)
+    return chain
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+
+
+def connect_failure(exc: BaseException) -> ConnectFailure | None:
+    """Why no connection was made, if the error happened before a request was sent.
+
+    ``"host"``: the name does not resolve; ``"tls"``: the TLS handshake failed (HTTPS to a
+    plain-HTTP server); ``"certificate"``: the server's certificate is not trusted;
+    ``"connect"``: anything else (refused, connect timeout, temporary DNS failure).
+    ``helpers.retry`` retries only ``"connect"``; ``diagnose`` words its message by the same verdict.
+
+    >>> connect_failure(OSError("[Errno -2] Name or service not known")) is None  # not connecting
+    True
+    >>> connect_failure(ConnectionRefusedError(111, "Connection refused"))
+    'connect'
+    """
+    chain = error_chain(exc)
+    handshake = [e for e in chain if isinstance(e, ssl.SSLError) and not isinstance(e, _CLOSED_BY_PEER)]
+    connecting = [e for e in chain if isinstance(e, _CONNECT_ERRORS)] + handshake
+    if not connecting:
+        return None
+    text = " ".join(str(error) for error in connecting)
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
+        "CERTIFICATE_VERIFY_FAILED" in text
+    ):
+        return "certificate"
+    if handshake or "[SSL:" in text:
+        return "tls"
+    if any(marker in text for marker in _HOST_NOT_FOUND) or any(
+        isinstance(e, socket.gaierror) and e.errno in _NO_SUCH_HOST_CODES for e in chain
+    ):
+        return "host"
+    return "connect"
+
+
+def tool_flags_missing(exc_or_message: BaseException | str) -> bool:
+    """True for vLLM's 400 refusing tools because it was started without ``TOOL_FLAGS``.
+
+    >>> tool_flags_missing('tool_choice="required" requires --tool-call-parser to be set')
+    True
+    """
+    return any(marker in str(exc_or_message) for marker in _TOOL_FLAGS_REFUSED)
 
 
 def _transport_failure(exc: httpx.TransportError, url: httpx.URL, timeout: float) -> Check:
     """Turn an httpx transport error into a message that says what to do."""
     where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
-    causes = _chain(exc)
-    text = " ".join(str(cause) for cause in causes)
+    failure = connect_failure(exc)
     if isinstance(exc, httpx.ConnectTimeout):
-        return Check(
-            "connect",
-            False,
+        message = (
             f"No connection to {where} within {timeout:g} s: "
-            "is the host up, the port right, and no firewall in between?",
+            "is the host up, the port right, and no firewall in between?"
         )
-    if isinstance(exc, httpx.TimeoutException):
-        return Check(
-            "connect",
-            False,
+    elif isinstance(exc, httpx.TimeoutException):
+        message = (
             f"Connected to {where} but got no answer within "
-            f"{timeout:g} s: is the server still starting, or overloaded?",
+            f"{timeout:g} s: is the server still starting, or overloaded?"
         )
-    if any(isinstance(cause, socket.gaierror) for cause in causes) or any(
-        marker in text
-        for marker in (
-            "Name or service not known",
-            "nodename nor servname",
-            "name resolution",
-            "getaddrinfo failed",
+    elif failure == "host":
+        message = (
+            f"Host not found: {url.host!r}. Check the spelling of QWEN_BASE_URL (e.g. http://HOST:8000/v1)."
         )
-    ):
-        return Check(
-            "connect",
-            False,
-            f"Host not found: {url.host!r}. Check the spelling of QWEN_BASE_URL (e.g. http://HOST:8000/v1).",
-        )
-    if url.scheme == "https" and (any(isinstance(cause, ssl.SSLError) for cause in causes) or "SSL" in text):
+    elif failure == "tls":
         fixed = str(url.copy_with(scheme="http")).removesuffix("/models")
-        return Check(
-            "connect",
-            False,
+        message = (
             "TLS handshake failed: the server speaks plain HTTP "
-            f"(vLLM does unless started with --ssl-certfile). Use {fixed}",
+            f"(vLLM does unless started with --ssl-certfile). Use {fixed}"
         )
-    if any(isinstance(cause, ConnectionRefusedError) for cause in causes) or "refused" in text:
-        return Check(
-            "connect",
-            False,
+    elif failure == "certificate":
+        message = (
+            f"The TLS certificate of {where} is not trusted (self-signed?): give httpx the CA "
+            "(SSL_CERT_FILE) or use the server's http:// URL if it has one."
+        )
+    elif any(isinstance(cause, ConnectionRefusedError) for cause in error_chain(exc)) or "refused" in str(
+        exc
+    ):
+        message = (
             f"Connection refused at {where}: is the server running? "
             f"Start it with `{SERVE_HINT}` (match --host/--port), or unset QWEN_BASE_URL "
-            "to use the embedded simulator.",
+            "to use the embedded simulator."
         )
-    return Check("connect", False, f"Cannot reach {where}: {type(exc).__name__}: {exc}")
+    elif failure == "connect" and "name resolution" in " ".join(str(e) for e in error_chain(exc)):
+        message = (
+            f"DNS lookup of {url.host!r} hit a temporary failure in name resolution: the resolver "
+            "did not answer; try again (requests retry it), and check the network if it persists."
+        )
+    else:
+        message = f"Cannot reach {where}: {type(exc).__name__}: {exc}"
+    return Check("connect", False, message)
 
 
 def _list_models(client: httpx.Client, endpoint: Endpoint, timeout: float) -> tuple[Check, list]:
@@ -319,26 +413,61 @@ def _list_models(client: httpx.Client, endpoint: Endpoint, timeout: float) -> tu
     return Check("api", True, f"OpenAI-compatible API, serving {', '.join(ids) or 'no model'}"), ids
 
 
+def _tools_check(client: httpx.Client, endpoint: Endpoint) -> Check:
+    """POST a one-token chat request with one tool and ``tool_choice`` auto: are tools accepted?"""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Current time",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
+    body = {
+        "model": endpoint.model,
+        "messages": [{"role": "user", "content": "What time is it?"}],
+        "tools": [tool],
+        "tool_choice": "auto",
+        "max_tokens": 1,
+    }
+    url = f"{endpoint.base_url}/chat/completions"
+    try:
+        response = client.post(url, json=body, headers=endpoint.headers())
+    except httpx.TransportError as exc:
+        return Check("tools", False, f"The tool request failed: {type(exc).__name__}: {exc}")
+    if response.status_code == 200:
+        return Check("tools", True, 'tools with tool_choice "auto" are accepted')
+    text = response.text
+    if response.status_code == 400 and tool_flags_missing(text):
+        return Check(
+            "tools",
+            False,
+            f"The server refuses tools (HTTP 400: it was started without {TOOL_FLAGS}): {TOOLS_HINT}",
+        )
+    return Check("tools", False, f"A request with a tool got HTTP {response.status_code}: {text[:300]}")
+
+
 def diagnose(
     endpoint_or_url: Endpoint | str,
     model: str | None = None,
     api_key: str | None = None,
     *,
+    tools: bool = False,
     timeout: float = DEFAULT_PROBE_TIMEOUT_S,
     transport: httpx.BaseTransport | None = None,
 ) -> Diagnosis:
     """Probe an endpoint step by step (url, connect, auth/api, server, model); never raises.
 
+    A URL string takes model and key from the arguments, else from the environment, as
+    ``resolve_endpoint`` does. ``tools=True`` adds a ``tools`` check: one chat request with a tool,
+    ``tool_choice="auto"`` and ``max_tokens=1`` (it generates one token), which a vLLM started
+    without ``--enable-auto-tool-choice --tool-call-parser hermes`` refuses.
     ``transport`` replaces the network (e.g. ``httpx.MockTransport``) and is meant for tests.
     """
     if isinstance(endpoint_or_url, Endpoint):
         endpoint = endpoint_or_url
     else:
-        endpoint = Endpoint(
-            base_url=endpoint_or_url,
-            model=model or DEFAULT_MODEL,
-            api_key=SecretStr(api_key or PLACEHOLDER_API_KEY),
-        )
+        endpoint = server_endpoint(endpoint_or_url, model, api_key)
     checks: list[Check] = []
 
     def done(**extra: Any) -> Diagnosis:
@@ -356,10 +485,13 @@ def diagnose(
             )
         )
         return done()
-    checks.append(Check("url", True, endpoint.base_url))
 
     with httpx.Client(timeout=timeout, transport=transport) as client:
         api_check, served = _list_models(client, endpoint, timeout)
+        if api_check.name == "url":  # the server answers, but the URL misses /v1
+            checks.append(api_check)
+            return done()
+        checks.append(Check("url", True, endpoint.base_url))
         if api_check.name != "connect":
             where = f"{url.host}:{url.port}" if url.port else url.host
             checks.append(Check("connect", True, f"{where} answers"))
@@ -374,18 +506,20 @@ def diagnose(
             checks.append(
                 Check("server", True, "no vLLM /version here; an OpenAI-compatible server of another kind")
             )
-    if endpoint.model in served:
-        checks.append(Check("model", True, f"{endpoint.model} is served"))
-    else:
-        checks.append(
-            Check(
-                "model",
-                False,
-                f"Model {endpoint.model!r} is not served here "
-                f"(HTTP 404 on requests). Served: {', '.join(served) or 'none'}. "
-                "Set QWEN_MODEL to one of them.",
+        if endpoint.model not in served:
+            checks.append(
+                Check(
+                    "model",
+                    False,
+                    f"Model {endpoint.model!r} is not served here "
+                    f"(HTTP 404 on requests). Served: {', '.join(served) or 'none'}. "
+                    "Set QWEN_MODEL to one of them.",
+                )
             )
-        )
+            return done(server=server, served_models=tuple(served))
+        checks.append(Check("model", True, f"{endpoint.model} is served"))
+        if tools:
+            checks.append(_tools_check(client, endpoint))
     return done(server=server, served_models=tuple(served))
 
 
@@ -394,10 +528,12 @@ def check_endpoint(
     model: str | None = None,
     api_key: str | None = None,
     *,
+    tools: bool = False,
     timeout: float = DEFAULT_PROBE_TIMEOUT_S,
+    transport: httpx.BaseTransport | None = None,
 ) -> Diagnosis:
     """Like ``diagnose`` but raises ``EndpointError`` (the user-facing message) on the first failure."""
-    diagnosis = diagnose(endpoint_or_url, model, api_key, timeout=timeout)
+    diagnosis = diagnose(endpoint_or_url, model, api_key, tools=tools, timeout=timeout, transport=transport)
     if (failure := diagnosis.failure) is not None:
         raise EndpointError(failure.message, check=failure.name)
     return diagnosis

@@ -5,7 +5,8 @@ HTTP 408, 429 (honouring ``Retry-After``) and 5xx. Everything else is permanent:
 400 (prompt over the context length, bad parameter), 401 (key), 404 (wrong model or URL), a host
 name that does not resolve, a TLS handshake that fails (HTTPS to a plain-HTTP server, an untrusted
 certificate), and errors raised by the client code itself. A refused connection stays transient:
-a server that restarts comes back.
+a server that restarts comes back. Why a connection failed is decided by
+``helpers.endpoint.connect_failure``, the classifier ``diagnose`` uses too.
 
 ``describe(exc)`` is the one-line error an outcome carries; for an endpoint mistake it ends with
 ``advice(exc)``, what to change (``QWEN_BASE_URL``, ``QWEN_API_KEY``, ``QWEN_MODEL``).
@@ -22,16 +23,21 @@ from __future__ import annotations
 import email.utils
 import math
 import random
-import socket
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import openai
 
-from helpers.endpoint import SERVE_HINT
+from helpers.endpoint import (
+    SERVE_HINT,
+    TOOLS_HINT,
+    connect_failure,
+    error_chain,
+    httpx_error_types,
+    tool_flags_missing,
+)
 
 TRANSIENT_STATUS = frozenset({408, 429})
 
@@ -47,38 +53,7 @@ class RequestTimeout(TimeoutError):
     """No complete reply within amap's per-request ``timeout``."""
 
 
-def _httpx_error_types(*names: str) -> tuple[type[BaseException], ...]:
-    """httpx's error classes ``names``, from httpx and httpx2 (openai >= 3), whichever is installed."""
-    types: list[type[BaseException]] = []
-    for module_name in ("httpx2", "httpx"):
-        try:
-            module = __import__(module_name)
-        except ImportError:
-            continue
-        types.extend(getattr(module, name) for name in names)
-    return tuple(types)
-
-
-_TRANSPORT_ERRORS = _httpx_error_types("TransportError")
-# Raised before a request is sent: while resolving the host, connecting, or the TLS handshake.
-_CONNECT_ERRORS = (
-    *_httpx_error_types("ConnectError", "ConnectTimeout"),
-    ConnectionRefusedError,
-    socket.gaierror,
-)
-# How getaddrinfo says a name does not exist (httpx keeps only the text): Linux, macOS, Windows.
-_HOST_NOT_FOUND = (
-    "Name or service not known",
-    "nodename nor servname",
-    "No address associated with hostname",
-    "getaddrinfo failed",
-)
-_NO_SUCH_HOST_CODES = frozenset(
-    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
-)
-_CLOSED_BY_PEER = (ssl.SSLEOFError, ssl.SSLZeroReturnError)  # a cut, not a handshake mismatch
-
-ConnectFailure = Literal["host", "tls", "certificate", "connect"]
+_TRANSPORT_ERRORS = httpx_error_types("TransportError")
 
 
 @dataclass(frozen=True)
@@ -130,46 +105,6 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and its causes, outermost first (``raise ... from``, or the implicit context)."""
-    chain, seen = [exc], {id(exc)}
-    while (cause := _cause(chain[-1])) is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        chain.append(cause)
-    return chain
-
-
-def connect_failure(exc: BaseException) -> ConnectFailure | None:
-    """Why no connection was made, if the error happened before a request was sent.
-
-    ``"host"``: the name does not resolve; ``"tls"``: the TLS handshake failed (HTTPS to a
-    plain-HTTP server); ``"certificate"``: the server's certificate is not trusted;
-    ``"connect"``: anything else (refused, connect timeout, temporary DNS failure).
-
-    >>> connect_failure(OSError("[Errno -2] Name or service not known")) is None  # not connecting
-    True
-    >>> connect_failure(ConnectionRefusedError(111, "Connection refused"))
-    'connect'
-    """
-    chain = _chain(exc)
-    handshake = [e for e in chain if isinstance(e, ssl.SSLError) and not isinstance(e, _CLOSED_BY_PEER)]
-    connecting = [e for e in chain if isinstance(e, _CONNECT_ERRORS)] + handshake
-    if not connecting:
-        return None
-    text = " ".join(str(error) for error in connecting)
-    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or (
-        "CERTIFICATE_VERIFY_FAILED" in text
-    ):
-        return "certificate"
-    if handshake or "[SSL:" in text:
-        return "tls"
-    if any(marker in text for marker in _HOST_NOT_FOUND) or any(
-        isinstance(e, socket.gaierror) and e.errno in _NO_SUCH_HOST_CODES for e in chain
-    ):
-        return "host"
-    return "connect"
-
-
 def classify(exc: BaseException) -> Verdict:
     """Decide whether a failed attempt is worth retrying.
 
@@ -201,13 +136,9 @@ def classify(exc: BaseException) -> Verdict:
     )
 
 
-def _cause(exc: BaseException) -> BaseException | None:
-    return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-
-
 def _requested_url(exc: BaseException) -> Any | None:
     """The URL of the request that failed (an ``httpx.URL``), if an error in the chain has it."""
-    for error in _chain(exc):
+    for error in error_chain(exc):
         try:
             request = getattr(error, "request", None)
         except RuntimeError:  # httpx: "The .request property has not been set."
@@ -238,7 +169,9 @@ def advice(exc: BaseException) -> str | None:
     The settings are named as ``helpers.endpoint`` reads them (``QWEN_BASE_URL``,
     ``QWEN_API_KEY``, ``QWEN_MODEL``), and ``helpers.endpoint.check_endpoint(url)`` is offered
     where a probe tells more. Transient errors and refusals whose message already says what to
-    change (HTTP 400 from vLLM) get None. The API key is never part of the advice.
+    change (HTTP 400 from vLLM) get None, except vLLM's refusal of tools for want of
+    ``--enable-auto-tool-choice --tool-call-parser hermes``: the full ``vllm serve`` command.
+    The API key is never part of the advice.
 
     >>> advice(ConnectionRefusedError(111, "Connection refused"))  # doctest: +ELLIPSIS
     'nothing answered: is the server running (`vllm serve ...`) on that host and port? check ...'
@@ -250,10 +183,12 @@ def advice(exc: BaseException) -> str | None:
     check = f"helpers.endpoint.check_endpoint({base!r})" if base else "helpers.endpoint.check_endpoint(...)"
     check_base_url = f"check QWEN_BASE_URL; {check} says what is wrong"
     status = status_code(exc)
+    if status == 400 and tool_flags_missing(exc):
+        return TOOLS_HINT
     if status in (401, 403):
         return "set QWEN_API_KEY to the --api-key the server was started with"
     if status == 404:
-        if any("model" in str(error).lower() for error in _chain(exc)):
+        if any("model" in str(error).lower() for error in error_chain(exc)):
             served = f"helpers.endpoint.diagnose({base!r}).served_models" if base else "GET /v1/models"
             return f"set QWEN_MODEL to a model the server serves ({served} lists them)"
         if base is None or not base.endswith("/v1"):
@@ -300,13 +235,13 @@ def describe(exc: BaseException) -> str:
     message = str(exc).strip() or type(exc).__name__
     if status is not None and str(status) not in message:
         message = f"HTTP {status}: {message}"
-    root = _chain(exc)[-1]
+    root = error_chain(exc)[-1]
     root_text = str(root).strip()
     if root is not exc and not root_text:
         message += f" (caused by {type(root).__name__})"
     elif root is not exc and root_text not in message:
         message += f" (caused by {type(root).__name__}: {root_text})"
-    if (hint := advice(exc)) is not None:
+    if (hint := advice(exc)) is not None and hint not in message:
         message = f"{message.rstrip('.')}. To fix: {hint}"
     return message
 

@@ -330,3 +330,73 @@ def test_plain_chatopenai_fails_on_the_second_asyncio_run(qwen3_sim: Endpoint) -
 
 async def _collect(aiterator) -> list:
     return [item async for item in aiterator]
+
+
+# --- ChatOpenAI-style arguments (issue 10.4) -----------------------------------------------------
+
+
+@pytest.fixture
+def no_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything starts the embedded simulator."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the embedded simulator was started")
+
+    monkeypatch.setattr("helpers.endpoint.embedded_simulator_endpoint", refuse)
+
+
+def test_chatopenai_style_base_url_key_and_model(no_simulator: None) -> None:
+    seen_auth: list[str] = []
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen_auth.append(f"{request.url} {request.headers['authorization']}")
+        seen.append(__import__("json").loads(request.content))
+        body = load_transcript("qwen3-parser-chat-no-thinking").body
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=body)
+
+    model = make_chat_model(
+        base_url="http://gpu-pod:8000/v1",
+        api_key="sk-own",
+        model="Qwen-0.6B",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    model.invoke("q")
+    assert seen_auth == ["http://gpu-pod:8000/v1/chat/completions Bearer sk-own"]
+    assert seen[0]["model"] == "Qwen-0.6B"
+
+
+def test_chatopenai_style_arguments_override_the_endpoint(no_simulator: None) -> None:
+    model = make_chat_model(endpoint=MOCK, base_url="http://other:8000/v1", model="other-model")
+    assert model.openai_api_base == "http://other:8000/v1" and model.model_name == "other-model"
+    assert model.openai_api_key.get_secret_value() == "sk-test-123"  # kept from the endpoint
+    keyed = make_chat_model(endpoint=MOCK, api_key="sk-other")
+    assert keyed.openai_api_key.get_secret_value() == "sk-other"
+    assert keyed.openai_api_base == MOCK.base_url and keyed.model_name == MOCK.model
+
+
+def test_base_url_alone_reads_key_and_model_from_the_environment(
+    no_simulator: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QWEN_API_KEY", "sk-env")
+    monkeypatch.setenv("QWEN_MODEL", "env-model")
+    model = make_chat_model(base_url="http://gpu-pod:8000/v1")
+    assert model.openai_api_key.get_secret_value() == "sk-env" and model.model_name == "env-model"
+
+
+def test_timeout_none_means_no_read_timeout_but_a_connect_timeout() -> None:
+    model = make_chat_model(endpoint=MOCK, timeout=None)
+    timeout = model.root_client.timeout
+    assert timeout.read is None and timeout.write is None and timeout.connect == 10
+    assert model.root_async_client.timeout.read is None
+    short = make_chat_model(endpoint=MOCK, timeout=3)
+    assert short.root_client.timeout.read == 3 and short.root_client.timeout.connect == 3
+
+
+def test_an_answer_that_is_not_json_gets_langchains_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/html"}, content=b"<html>nginx</html>")
+
+    model = make_chat_model(endpoint=MOCK, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(ValueError, match="Unexpected response type from OpenAI-compatible endpoint"):
+        model.invoke("q")

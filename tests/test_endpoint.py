@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -13,17 +14,20 @@ from pathlib import Path
 import httpx
 import pytest
 from support import free_port, html_server, load_transcript
+from transcripts import load_tool_transcript
 
 import helpers.endpoint as endpoint_module
 from helpers.endpoint import (
     DEFAULT_MODEL,
     PLACEHOLDER_API_KEY,
+    SERVE_HINT,
     Endpoint,
     EndpointError,
     check_endpoint,
     diagnose,
     resolve_endpoint,
 )
+from helpers.retry import classify, connect_failure
 from helpers.sim import serve
 
 SECRET = "sk-very-secret-123"
@@ -314,3 +318,153 @@ def test_embedded_simulator_logs_to_a_temp_file_not_the_kernels_stderr() -> None
     assert log_file.parent == Path(tempfile.gettempdir())
     text = log_file.read_text()
     assert "Qwen3 simulator (profile instant" in text and "ignored: ['enable_thinking']" in text
+
+
+# --- a URL string takes key and model from the environment, like resolve_endpoint (issue 10.2) --
+
+
+def test_a_url_string_takes_the_key_and_model_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWEN_API_KEY", SECRET)
+    monkeypatch.setenv("QWEN_MODEL", "Qwen-0.6B")
+    diagnosis = diagnose("http://h:8000/v1", transport=vllm_like(api_key=SECRET))
+    assert diagnosis.ok, str(diagnosis)
+    assert diagnosis.endpoint.model == "Qwen-0.6B"
+    assert check_endpoint("http://h:8000/v1", transport=vllm_like(api_key=SECRET)).ok
+    # the arguments still win over the environment
+    wrong = diagnose("http://h:8000/v1", api_key="sk-wrong", transport=vllm_like(api_key=SECRET))
+    assert "rejected the API key" in wrong.failure.message
+    other = diagnose("http://h:8000/v1", model="Qwen3-0.6B", transport=vllm_like(api_key=SECRET))
+    assert other.failure.name == "model"
+
+
+def test_openai_api_key_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    assert diagnose("http://h:8000/v1", transport=vllm_like(api_key=SECRET)).ok
+
+
+def test_a_url_without_v1_is_reported_once_as_failed() -> None:
+    diagnosis = diagnose("http://gpu-pod:8000", transport=vllm_like())
+    url_checks = [check for check in diagnosis.checks if check.name == "url"]
+    assert len(url_checks) == 1 and not url_checks[0].ok
+    assert "[OK] url" not in str(diagnosis)
+    assert str(diagnosis).startswith("[FAIL] url: The URL has no /v1")
+
+
+# --- one classifier for connection errors: diagnose and retry agree (issue 10.8) -----------------
+
+
+def _raised_from(cause: BaseException, text: str | None = None) -> httpx.ConnectError:
+    try:
+        raise httpx.ConnectError(text or str(cause)) from cause
+    except httpx.ConnectError as error:
+        return error
+
+
+CONNECT_ERRORS = [
+    # (error httpx raises, connect_failure's verdict, retried by amap, diagnose says)
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "host", False, "Host not found"),
+    (httpx.ConnectError("[Errno -2] Name or service not known"), "host", False, "Host not found"),
+    (
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+        "connect",
+        True,
+        "temporary failure",
+    ),
+    (
+        httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
+        "connect",
+        True,
+        "temporary failure",
+    ),
+    (ConnectionRefusedError(111, "Connection refused"), "connect", True, "Connection refused"),
+    (
+        httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+        "tls",
+        False,
+        "plain HTTP",
+    ),
+    (
+        ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+        "certificate",
+        False,
+        "certificate",
+    ),
+    (httpx.ConnectTimeout("timed out"), "connect", True, "No connection to"),
+]
+
+
+@pytest.mark.parametrize(("error", "verdict", "retried", "said"), CONNECT_ERRORS, ids=lambda v: str(v)[:40])
+def test_diagnose_and_retry_classify_connection_errors_alike(
+    error: BaseException, verdict: str, retried: bool, said: str
+) -> None:
+    raised = error if isinstance(error, httpx.TransportError) else _raised_from(error)
+    assert connect_failure(raised) == verdict
+    assert classify(raised).retryable is retried
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise raised
+
+    diagnosis = diagnose("https://gpu-pod:8000/v1", transport=httpx.MockTransport(handler))
+    assert diagnosis.failure.name == "connect"
+    assert said in diagnosis.failure.message, diagnosis.failure.message
+    if verdict != "tls":
+        assert "plain HTTP" not in diagnosis.failure.message
+    if verdict != "host":
+        assert "Host not found" not in diagnosis.failure.message
+
+
+# --- does the server accept tools? (opt-in probe, issue 9) ---------------------------------------
+
+
+def with_chat_transcript(name: str, seen: list[dict] | None = None) -> httpx.MockTransport:
+    """vllm_like(), answering POST /v1/chat/completions with one transcript's status and body."""
+    routes = vllm_like()
+    transcript = load_tool_transcript(name)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/chat/completions":
+            if seen is not None:
+                seen.append(__import__("json").loads(request.content))
+            return httpx.Response(
+                transcript.status, content=transcript.body, headers={"content-type": "application/json"}
+            )
+        return routes.handle_request(request)
+
+    return httpx.MockTransport(handler)
+
+
+def test_tools_probe_fails_on_a_server_without_the_tool_flags() -> None:
+    seen: list[dict] = []
+    diagnosis = diagnose(
+        "http://h:8000/v1", tools=True, transport=with_chat_transcript("noflags-qwen3-tools-auto-error", seen)
+    )
+    assert diagnosis.failure.name == "tools"
+    assert SERVE_HINT in diagnosis.failure.message
+    assert "--enable-auto-tool-choice --tool-call-parser hermes" in diagnosis.failure.message
+    request = seen[0]
+    assert request["tool_choice"] == "auto" and request["max_tokens"] == 1 and len(request["tools"]) == 1
+    assert request["model"] == DEFAULT_MODEL
+
+
+def test_tools_probe_passes_on_a_server_with_the_tool_flags() -> None:
+    diagnosis = diagnose(
+        "http://h:8000/v1", tools=True, transport=with_chat_transcript("hermes-qwen3-tools-auto")
+    )
+    assert diagnosis.ok, str(diagnosis)
+    assert diagnosis.checks[-1].name == "tools"
+
+
+def test_tools_probe_is_opt_in() -> None:
+    seen: list[dict] = []
+    diagnosis = diagnose(
+        "http://h:8000/v1", transport=with_chat_transcript("noflags-qwen3-tools-auto-error", seen)
+    )
+    assert diagnosis.ok and seen == []
+    assert "tools" not in [check.name for check in diagnosis.checks]
+
+
+def test_serve_hint_has_the_tool_flags() -> None:
+    assert SERVE_HINT == (
+        "vllm serve Qwen/Qwen3-0.6B --reasoning-parser qwen3 "
+        "--enable-auto-tool-choice --tool-call-parser hermes"
+    )

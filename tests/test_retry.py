@@ -333,3 +333,31 @@ def test_describe_appends_the_advice() -> None:
     assert text.startswith("Connection error. (caused by ConnectError: [Errno -2] Name or service not known)")
     assert URL_HINT in text
     assert describe(status_error(503)) == "Error code: 503"  # nothing to advise
+
+
+# --- a server started without the tool-calling flags (issue 9) -----------------------------------
+
+TOOL_FLAG_REFUSALS = [
+    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+    'tool_choice="required" requires --tool-call-parser to be set',
+    'tool_choice=function "get_weather" requires --tool-call-parser to be set',
+]
+
+
+@pytest.mark.parametrize("message", TOOL_FLAG_REFUSALS)
+def test_advice_for_tools_refused_gives_the_full_serve_command(message: str) -> None:
+    error = status_error(400, message=f"Error code: 400 - {{'error': {{'message': {message!r}}}}}")
+    assert not classify(error).retryable
+    hint = advice(error)
+    assert "vllm serve Qwen/Qwen3-0.6B --reasoning-parser qwen3 " in hint
+    assert hint.endswith("--reasoning-parser qwen3 --enable-auto-tool-choice --tool-call-parser hermes`")
+    text = describe(error)
+    assert text.count("--enable-auto-tool-choice --tool-call-parser hermes") == 1
+    assert text.startswith("Error code: 400")
+
+
+def test_advice_is_not_repeated_when_the_message_already_has_it() -> None:
+    from helpers.endpoint import SERVE_HINT, TOOLS_HINT
+
+    message = f"{TOOL_FLAG_REFUSALS[0]}. To fix: {TOOLS_HINT}"  # what helpers.chat raises
+    assert describe(status_error(400, message=message)).count(SERVE_HINT) == 1
