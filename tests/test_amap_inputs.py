@@ -216,10 +216,23 @@ def test_sim_structured_reply_the_simulator_cannot_write_yet_is_invalid_or_trunc
         [invalid] = map_prompts(
             model.with_structured_output(Person, method="json_mode"), ["张三"], progress=False
         )
+        [schema, raw] = [
+            map_prompts(
+                model.with_structured_output(Person, include_raw=include_raw), ["张三"], progress=False
+            )[0]
+            for include_raw in (False, True)
+        ]
+        [no_call] = map_prompts(
+            model.with_structured_output(Person, method="function_calling"), ["张三"], progress=False
+        )
         cut_model = make_chat_model(
             thinking=False, endpoint=Endpoint(server.base_url, server.model), max_tokens=2
         )
         [cut] = map_prompts(cut_model.with_structured_output(Person), ["张三"], progress=False)
     assert invalid.error_type == "InvalidOutput" and "OutputParserException" in invalid.error, invalid
     assert invalid.attempts == 1 and invalid.answer
+    for outcome in (schema, raw):  # json_schema: the text is not JSON, pydantic says so
+        assert outcome.error_type == "InvalidOutput" and "ValidationError" in outcome.error, outcome
+        assert outcome.answer and outcome.answer[:10] in outcome.error  # the raw text is shown
+    assert no_call.error_type == "InvalidOutput" and "returned None" in no_call.error  # no tool call
     assert cut.error_type == "Truncated" and "after 2 tokens" in cut.error, cut
