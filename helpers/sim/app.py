@@ -24,11 +24,21 @@ from helpers.sim.chat_request import (
 from helpers.sim.config import SimConfig
 from helpers.sim.engine import Engine, EngineRequest
 from helpers.sim.faults import Fate, FaultInjector
+from helpers.sim.guided import Constraint
 from helpers.sim.metrics import SimMetrics
 from helpers.sim.profiles import get_profile
-from helpers.sim.reasoning import SKIP, reasoning_tokens, split_message, stream_fields
-from helpers.sim.text import THINK_START, Reply, generate_reply
+from helpers.sim.reasoning import SKIP, reasoning_tokens, stream_fields
+from helpers.sim.text import EOS, THINK_START, Reply, generate_reply
 from helpers.sim.tokens import count_prompt_tokens
+from helpers.sim.tool_reply import (
+    ToolPlan,
+    plan_shaped_reply,
+    read_message,
+    read_mode,
+    stream_deltas,
+    stream_finish_reason,
+)
+from helpers.sim.tool_request import ToolRequest, check_tool_flags, parse_constraint, parse_tools
 from helpers.sim.wire import (
     DONE,
     SIM_VERSION,
@@ -71,6 +81,7 @@ class SimState:
             disconnect_rate=config.disconnect_rate,
             latency_spike_rate=config.latency_spike_rate,
             latency_spike_s=config.latency_spike_s,
+            tool_call_error_rate=config.tool_call_error_rate,
             seed=config.fault_seed,
         )
         self.inflight: dict[EngineRequest, object] = {}  # request -> uvicorn connection cycle
@@ -222,18 +233,27 @@ async def _chat(state: SimState, request: Request) -> Response:
     config = state.config
     body = parse_body(await _read_body(request, config.max_body_bytes))
     chat = to_chat_request(body)
+    tools = parse_tools(body)
     if chat.model is not None and chat.model not in config.served_model_name:
         raise unknown_model(chat.model, config.served_model_name)
     check_limits(chat, config.max_model_len)
+    check_tool_flags(
+        tools,
+        enable_auto_tool_choice=config.enable_auto_tool_choice,
+        tool_call_parser=config.tool_call_parser,
+    )
+    constraint = parse_constraint(body, tools)
     if chat.unknown_fields:
         state.log_unknown_fields(chat.unknown_fields)
-    prompt_tokens = count_prompt_tokens(chat.messages, chat.enable_thinking)
+    prompt_tokens = count_prompt_tokens(chat.messages, chat.enable_thinking, tools and tools.tools)
     check_prompt_length(prompt_tokens, config.max_model_len)
     fate = state.faults.draw()
     if fate.error is not None:
         state.metrics.faults.labels(str(fate.error.status)).inc()
         raise fate.error
-    reply = _plan_reply(chat, prompt_tokens, config)
+    reply, plan = _plan_reply(chat, tools, constraint, fate, prompt_tokens, config)
+    if plan.malformed:
+        state.metrics.faults.labels("tool_call_error").inc()
     # The frontend time runs from the request's arrival, so the simulator's own HTTP and CPU
     # time so far is part of it rather than added on top of the model.
     arrival = request.scope["sim.arrival"]
@@ -247,7 +267,7 @@ async def _chat(state: SimState, request: Request) -> Response:
     cycle = getattr(request.scope.get("sim.send"), "__self__", None)
     state.inflight[engine_request] = cycle
     state.engine.submit(engine_request)
-    completion = Completion(state, chat, reply, engine_request, prompt_tokens, fate)
+    completion = Completion(state, chat, reply, plan, engine_request, prompt_tokens, fate)
     if chat.stream:
         return StreamResponse(completion, cycle)
     try:
@@ -260,9 +280,37 @@ async def _chat(state: SimState, request: Request) -> Response:
     return completion.json_response()
 
 
-def _plan_reply(chat: ChatRequest, prompt_tokens: int, config: SimConfig) -> Reply:
+def _plan_reply(
+    chat: ChatRequest,
+    tools: ToolRequest | None,
+    constraint: Constraint | None,
+    fate: Fate,
+    prompt_tokens: int,
+    config: SimConfig,
+) -> tuple[Reply, ToolPlan]:
     room = config.max_model_len - prompt_tokens
     max_tokens = room if chat.max_tokens is None else min(chat.max_tokens, room)
+    plan = read_mode(tools, config.tool_call_parser)
+    if constraint is not None or plan.mode != "text":
+        shaped = plan_shaped_reply(
+            chat.messages,
+            tools=tools,
+            constraint=constraint,
+            plan=plan,
+            malformed=fate.malformed_tool_call,
+            seed=chat.seed,
+            temperature=chat.temperature,
+            max_tokens=max_tokens,
+            enable_thinking=chat.enable_thinking,
+            think_tokens_mean=config.think_tokens_mean,
+            answer_tokens_mean=config.answer_tokens_mean,
+        )
+        if shaped is not None:
+            return shaped
+    return _text_reply(chat, config, max_tokens), plan
+
+
+def _text_reply(chat: ChatRequest, config: SimConfig, max_tokens: int) -> Reply:
     return generate_reply(
         chat.messages,
         seed=chat.seed,
@@ -285,6 +333,7 @@ class Completion:
         state: SimState,
         chat: ChatRequest,
         reply: Reply,
+        plan: ToolPlan,
         engine_request: EngineRequest,
         prompt_tokens: int,
         fate: Fate,
@@ -292,6 +341,7 @@ class Completion:
         self.state = state
         self.chat = chat
         self.reply = reply
+        self.plan = plan
         self.request = engine_request
         self.prompt_tokens = prompt_tokens
         self.fate = fate
@@ -309,17 +359,18 @@ class Completion:
 
     def json_response(self) -> Response:
         config = self.state.config
-        reasoning, content = split_message(self.reply, config.reasoning_parser)
+        message = read_message(self.reply, self.plan, config.reasoning_parser)
         body = completion_body(
             completion_id=self.id,
             created=self.created,
             model=config.model_name,
             reasoning_field=config.reasoning_field,
-            reasoning=reasoning,
-            content=content,
-            finish_reason=self.reply.finish_reason,
+            reasoning=message.reasoning,
+            content=message.content,
+            finish_reason=message.finish_reason,
             stop_reason=self.reply.stop_reason,
             usage_body=self.usage(stream=False),
+            tool_calls=message.tool_calls,
         )
         self.state.metrics.success[self.reply.finish_reason].inc()
         if self.fate.disconnect_after is not None:
@@ -368,6 +419,34 @@ class StreamResponse(Response):
         super().__init__(media_type="text/event-stream")
         self.completion = completion
         self.cycle = cycle
+        self.deltas: list[list[dict]] | None = None  # per token, when a tool parser reads the reply
+        self.finish_reason = completion.reply.finish_reason
+        config = completion.state.config
+        if completion.plan.mode != "text":
+            self.deltas = stream_deltas(
+                completion.reply, completion.plan, config.reasoning_parser, config.reasoning_field
+            )
+            self.finish_reason = stream_finish_reason(completion.reply, completion.plan, self.deltas)
+
+    def _tool_events(self, writer: ChunkWriter, start: int, end: int, total: int) -> list[bytes]:
+        """One chunk per delta; tokens that send nothing send no chunk, except the last token,
+        whose chunk (its last delta, or `{}`) carries `finish_reason`."""
+        events = []
+        for index in range(start, end):
+            deltas = self.deltas[index]
+            if index < total - 1:
+                events.extend(writer.delta(delta) for delta in deltas)
+                continue
+            events.extend(writer.delta(delta) for delta in deltas[:-1])
+            events.append(
+                writer.last_token(
+                    deltas[-1] if deltas else {},
+                    self.finish_reason,
+                    self.completion.reply.stop_reason,
+                    fingerprint=not self.completion.chat.include_usage,
+                )
+            )
+        return events
 
     async def __call__(self, scope, receive, send) -> None:
         completion, cycle = self.completion, self.cycle
@@ -419,6 +498,8 @@ class StreamResponse(Response):
     def _token_events(
         self, writer: ChunkWriter, fields: list, start: int, end: int, total: int
     ) -> list[bytes]:
+        if self.deltas is not None:
+            return self._tool_events(writer, start, end, total)
         reply = self.completion.reply
         config = self.completion.state.config
         tokens, coalesce = reply.tokens, config.coalesce
@@ -427,16 +508,16 @@ class StreamResponse(Response):
         while index < end:
             field = fields[index]
             if index == total - 1:
-                if field is SKIP:
-                    kind = reply.kinds[index]
-                    field = config.reasoning_field if kind == THINK_START else "content"
-                    text = ""
+                kind = reply.kinds[index]
+                if kind == EOS:
+                    delta = {}
+                elif field is SKIP:
+                    delta = {config.reasoning_field if kind == THINK_START else "content": ""}
                 else:
-                    text = tokens[index]
+                    delta = {field: tokens[index]}
                 events.append(
                     writer.last_token(
-                        field,
-                        text,
+                        delta,
                         reply.finish_reason,
                         reply.stop_reason,
                         fingerprint=not self.completion.chat.include_usage,

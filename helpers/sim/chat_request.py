@@ -56,9 +56,6 @@ KNOWN_FIELDS = frozenset(
         "spaces_between_special_tokens",
         "truncate_prompt_tokens",
         "structured_outputs",
-        "guided_json",
-        "guided_regex",
-        "guided_choice",
         "length_penalty",
         "use_beam_search",
         "bad_words",
@@ -90,6 +87,12 @@ def bad_request(message: str, param: str | None, value: object = None) -> ApiErr
 
 
 _FLOAT_PARAMS = {"temperature", "top_p"}
+
+
+def vllm_validation_error(message: str, param: str | None = None) -> ApiError:
+    """A 400 from one of vLLM's request validators (`VLLMValidationError` without a value)."""
+    text = f"{message} (parameter={param})" if param else message
+    return ApiError(400, error_body(text, "BadRequestError", param, 400))
 
 
 def validation_error(kind: str, loc: str, msg: str, value: object, ctx: dict | None = None) -> ApiError:

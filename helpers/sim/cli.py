@@ -11,6 +11,7 @@ import threading
 import time
 
 from helpers.sim.config import DEFAULT_MODEL_NAMES, SimConfig
+from helpers.sim.hermes import TOOL_PARSERS
 from helpers.sim.profiles import PROFILES
 from helpers.sim.reasoning import PARSERS
 
@@ -109,7 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.latency_spike_s,
         help="length of a latency spike, in model seconds",
     )
+    p.add_argument(
+        "--tool-call-error-rate",
+        type=float,
+        default=0.0,
+        help="share of replies with tool calls in which the model writes a malformed <tool_call>",
+    )
     p.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
+    p.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help="as vLLM: let the model call tools with tool_choice 'auto' (needs --tool-call-parser)",
+    )
+    p.add_argument(
+        "--tool-call-parser",
+        default=None,
+        choices=TOOL_PARSERS,
+        help="as vLLM: parse the model's <tool_call> text into tool_calls (Qwen3: hermes)",
+    )
     p.add_argument("--coalesce", type=int, default=1, help="tokens per streamed chunk")
     p.add_argument(
         "--max-body-bytes", type=int, default=d.max_body_bytes, help="larger request bodies get 413"

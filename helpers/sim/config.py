@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from helpers.sim.hermes import TOOL_PARSERS
 from helpers.sim.profiles import get_profile
 from helpers.sim.reasoning import normalise_parser
 
@@ -36,6 +37,17 @@ class SimConfig:
     fault_seed: int = 0
     coalesce: int = 1
     max_body_bytes: int = 8 * 1024 * 1024
+    enable_auto_tool_choice: bool = False
+    """As vLLM's `--enable-auto-tool-choice`: lets the model decide to call tools (`tool_choice`
+    "auto", also what an absent `tool_choice` means when `tools` are sent). Needs
+    `tool_call_parser`. Off, "auto" gets vLLM's 400."""
+    tool_call_parser: str | None = None
+    """As vLLM's `--tool-call-parser`; only "hermes" (Qwen3's format). Needed for `tool_choice`
+    "required" and named (400 without it, as vLLM); the parser turns `<tool_call>` text into
+    `tool_calls`."""
+    tool_call_error_rate: float = 0.0
+    """Injected fault: share of replies with planned tool calls (auto/required) in which the model
+    writes a malformed `<tool_call>` the parser gives up on, so the raw text lands in `content`."""
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
@@ -50,7 +62,22 @@ class SimConfig:
             raise ValueError("time_scale must be positive (2.0 runs twice as fast as the model)")
         if self.coalesce < 1:
             raise ValueError("coalesce must be at least 1 token per chunk")
-        for name in ("fail_rate", "rate_limit_rate", "disconnect_rate", "latency_spike_rate"):
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise ValueError(
+                "--enable-auto-tool-choice requires --tool-call-parser (as vLLM): "
+                "add tool_call_parser='hermes'"
+            )
+        if self.tool_call_parser is not None and self.tool_call_parser not in TOOL_PARSERS:
+            raise ValueError(
+                f"tool_call_parser must be one of {TOOL_PARSERS} (Qwen3 writes Hermes-style calls)"
+            )
+        for name in (
+            "fail_rate",
+            "rate_limit_rate",
+            "disconnect_rate",
+            "latency_spike_rate",
+            "tool_call_error_rate",
+        ):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {rate}")
@@ -78,7 +105,9 @@ class SimConfig:
             if value is None or name == "api_key":  # the key goes by environment, not on `ps`
                 continue
             flag = "--" + name.replace("_", "-")
-            if name == "served_model_name":
+            if isinstance(value, bool):
+                args += [flag] if value else []
+            elif name == "served_model_name":
                 args += [flag, *value]
             else:
                 args += [flag, str(value)]

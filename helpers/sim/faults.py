@@ -7,7 +7,12 @@ seed and the same sequence of requests give the same faults.
 - rate_limit_rate: HTTP 429 with a `Retry-After` header;
 - disconnect_rate: the connection is closed mid-response (a stream stops after some chunks with
   no `[DONE]`; a non-streamed body stops half-way);
-- latency_spike_rate: the request waits `latency_spike_s` (model seconds) before it is scheduled.
+- latency_spike_rate: the request waits `latency_spike_s` (model seconds) before it is scheduled;
+- tool_call_error_rate: in a reply with planned tool calls (tool_choice auto/required), the model
+  writes a malformed `<tool_call>` (unclosed JSON): the Hermes parser gives up and the raw text is
+  `content`, `finish_reason` "stop", as in `hermes-qwen3-tools-auto-malformed`. Counted in /metrics
+  (`reason="tool_call_error"`) only when a call was planned. Its draw is made only when the rate is
+  set, so the other faults' sequence is unchanged without it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Fate:
     error: ApiError | None = None
     disconnect_after: float | None = None  # fraction of the response sent before the cut
     extra_delay_s: float = 0.0
+    malformed_tool_call: bool = False  # the model botches its tool call, if it makes one
 
 
 NO_FAULT = Fate()
@@ -40,6 +46,7 @@ class FaultInjector:
         disconnect_rate: float = 0.0,
         latency_spike_rate: float = 0.0,
         latency_spike_s: float = 2.0,
+        tool_call_error_rate: float = 0.0,
         seed: int = 0,
     ) -> None:
         for name, rate in (
@@ -47,6 +54,7 @@ class FaultInjector:
             ("rate_limit_rate", rate_limit_rate),
             ("disconnect_rate", disconnect_rate),
             ("latency_spike_rate", latency_spike_rate),
+            ("tool_call_error_rate", tool_call_error_rate),
         ):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {rate}")
@@ -57,7 +65,10 @@ class FaultInjector:
         self.disconnect_rate = disconnect_rate
         self.latency_spike_rate = latency_spike_rate
         self.latency_spike_s = latency_spike_s
-        self.enabled = any((fail_rate, rate_limit_rate, disconnect_rate, latency_spike_rate))
+        self.tool_call_error_rate = tool_call_error_rate
+        self.enabled = any(
+            (fail_rate, rate_limit_rate, disconnect_rate, latency_spike_rate, tool_call_error_rate)
+        )
         self._rng = random.Random(seed)
 
     def draw(self) -> Fate:
@@ -66,6 +77,7 @@ class FaultInjector:
             return NO_FAULT
         rng = self._rng
         roll, spike_roll, detail = rng.random(), rng.random(), rng.random()
+        malformed = bool(self.tool_call_error_rate) and rng.random() < self.tool_call_error_rate
         extra = self.latency_spike_s if spike_roll < self.latency_spike_rate else 0.0
         if roll < self.fail_rate:
             return Fate(error=_server_error(detail < 0.5), extra_delay_s=extra)
@@ -74,8 +86,12 @@ class FaultInjector:
             return Fate(error=_rate_limited(), extra_delay_s=extra)
         roll -= self.rate_limit_rate
         if roll < self.disconnect_rate:
-            return Fate(disconnect_after=0.1 + 0.8 * detail, extra_delay_s=extra)
-        return Fate(extra_delay_s=extra) if extra else NO_FAULT
+            return Fate(
+                disconnect_after=0.1 + 0.8 * detail, extra_delay_s=extra, malformed_tool_call=malformed
+            )
+        if extra or malformed:
+            return Fate(extra_delay_s=extra, malformed_tool_call=malformed)
+        return NO_FAULT
 
 
 def _server_error(internal: bool) -> ApiError:

@@ -118,6 +118,9 @@ def serve(
     latency_spike_s: float = 2.0,
     fault_seed: int = 0,
     coalesce: int = 1,
+    enable_auto_tool_choice: bool = False,
+    tool_call_parser: str | None = None,
+    tool_call_error_rate: float = 0.0,
     startup_timeout: float = 30.0,
     log_level: str = "warning",
     log_file: str | Path | None = None,
@@ -150,6 +153,9 @@ def serve(
         latency_spike_s=latency_spike_s,
         fault_seed=fault_seed,
         coalesce=coalesce,
+        enable_auto_tool_choice=enable_auto_tool_choice,
+        tool_call_parser=tool_call_parser,
+        tool_call_error_rate=tool_call_error_rate,
     )
     command = [sys.executable, "-m", "helpers.sim", *config.to_args(), "--log-level", log_level]
     command += ["--watch-parent", str(os.getpid())]

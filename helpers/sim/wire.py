@@ -87,7 +87,9 @@ def completion_body(
     finish_reason: str,
     stop_reason: str | None,
     usage_body: dict,
+    tool_calls: list[dict] | None = None,
 ) -> bytes:
+    """A chat.completion body; `tool_calls` sits before the reasoning and is absent when empty."""
     message = {
         "role": "assistant",
         "content": content,
@@ -95,8 +97,10 @@ def completion_body(
         "annotations": None,
         "audio": None,
         "function_call": None,
-        reasoning_field: reasoning,
     }
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    message[reasoning_field] = reasoning
     return orjson.dumps(
         {
             "id": completion_id,
@@ -160,21 +164,31 @@ class ChunkWriter:
                 self._text_cache[text] = encoded
         return prefix + encoded + self._tail
 
-    def last_token(
-        self,
-        field: str,
-        text: str,
-        finish_reason: str,
-        stop_reason: str | None,
-        fingerprint: bool,
-    ) -> bytes:
-        """The chunk with `finish_reason`; it carries `system_fingerprint` unless a usage chunk
-        follows (then the usage chunk does), as in vLLM."""
+    def delta(self, delta: dict) -> bytes:
+        """A chunk with any delta (e.g. `{"content": null, "tool_calls": [...]}`)."""
         return (
             b"data: "
             + self._head
             + b',"choices":[{"index":0,"delta":'
-            + orjson.dumps({field: text})
+            + orjson.dumps(delta)[:-1]
+            + self._tail
+        )
+
+    def last_token(
+        self,
+        delta: dict,
+        finish_reason: str,
+        stop_reason: str | None,
+        fingerprint: bool,
+    ) -> bytes:
+        """The chunk with `finish_reason` (its delta is `{}` for the end-of-sequence token); it
+        carries `system_fingerprint` unless a usage chunk follows (then the usage chunk does), as
+        in vLLM."""
+        return (
+            b"data: "
+            + self._head
+            + b',"choices":[{"index":0,"delta":'
+            + orjson.dumps(delta)
             + b',"logprobs":null,"finish_reason":'
             + orjson.dumps(finish_reason)
             + b',"stop_reason":'
