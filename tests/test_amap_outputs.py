@@ -323,3 +323,17 @@ async def test_streamed_structured_chains_give_the_last_object_or_say_why_not() 
     text_only = canned(reply("Li is three.")).with_structured_output(Person, include_raw=True)
     [outcome] = await run(text_only, ["Li, 3"], stream=True)  # streamed: no "parsed" key at all
     assert outcome.error_type == "InvalidOutput" and "returned None" in outcome.error
+
+
+class ParsingModel(Canned):
+    """Validates its reply against Person inside the model call, as the openai SDK's parse() does."""
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        Person.model_validate_json(str(self._next(messages).content))
+        raise AssertionError("unreachable: the canned replies are not valid Person JSON")
+
+
+async def test_a_validation_error_inside_the_model_call_shows_the_raw_text() -> None:
+    [outcome] = await run(ParsingModel(replies=[reply("这是模拟器生成的回答")]), ["张三"])
+    assert outcome.error_type == "InvalidOutput" and "ValidationError" in outcome.error
+    assert outcome.answer == "这是模拟器生成的回答" and "'这是模拟器生成的回答'" in outcome.error
