@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
+import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -96,7 +98,8 @@ class _LoopClients:
         )
         client = self.pools.get(key)
         if client is None:
-            client = self.pools[key] = openai.DefaultAsyncHttpxClient(timeout=timeout)
+            client = openai.DefaultAsyncHttpxClient(timeout=timeout, verify=_shared_ssl_context())
+            self.pools[key] = client
         return client
 
     async def _close_at_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -108,6 +111,13 @@ class _LoopClients:
             pools, self.pools = list(self.pools.values()), {}
             for pool in pools:
                 await pool.aclose()
+
+
+@functools.cache
+def _shared_ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process (loading the CA bundle takes ~60 ms,
+    which every new pool, so every ``asyncio.run()``, would otherwise pay)."""
+    return httpx.create_ssl_context()
 
 
 _CLOSER_TASK_NAME = "helpers.chat: close this loop's HTTP clients when it shuts down"

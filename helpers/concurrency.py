@@ -259,7 +259,7 @@ class _Batch:
             chunks = [chunk async for chunk in self.model.astream(item, config, **kwargs)]
             result = _joined(chunks)
             message = result if isinstance(result, BaseMessage) else watcher.message
-            if result is None or (message is not None and not finish_reason(message)):
+            if (message is None and result is None) or (message is not None and not finish_reason(message)):
                 raise IncompleteStream(
                     f"the stream ended after {len(chunks)} chunks without a finish_reason (cut "
                     "mid-way); the partial answer was discarded"

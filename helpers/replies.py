@@ -247,12 +247,14 @@ def read_reply(
             finish_reason=finish_reason(result),
             parsed=calls or None,
         )
-    if isinstance(result, dict) and isinstance(result.get("raw"), BaseMessage) and "parsed" in result:
-        raw = result["raw"]  # with_structured_output(..., include_raw=True)
+    if _is_raw_and_parsed(result):  # with_structured_output(..., include_raw=True)
+        raw = result["raw"]
         error = result.get("parsing_error")
         if error is not None:
-            raise problem_from_error(error, raw, tools_bound=tools_bound, accept_truncated=accept_truncated)
-        result = result["parsed"]
+            raise problem_from_error(
+                error, raw, tools_bound=tools_bound, accept_truncated=accept_truncated, parsing=True
+            )
+        result = result.get("parsed")  # a streamed result has no "parsed" key when it is None
     if raw is not None:
         _message_problem(raw, tools_bound=tools_bound, accept_truncated=accept_truncated, structured=True)
     if result is None:
@@ -278,6 +280,14 @@ def read_reply(
     )
 
 
+def _is_raw_and_parsed(result: Any) -> bool:
+    return (
+        isinstance(result, dict)
+        and isinstance(result.get("raw"), BaseMessage)
+        and set(result) <= {"raw", "parsed", "parsing_error"}
+    )
+
+
 def _kept(raw: BaseMessage | None) -> dict[str, Any]:
     if raw is None:
         return {"answer": None, "reasoning": None, "usage": None, "finish_reason": None}
@@ -287,6 +297,14 @@ def _kept(raw: BaseMessage | None) -> dict[str, Any]:
         "usage": usage(raw),
         "finish_reason": finish_reason(raw),
     }
+
+
+def _input_of(exc: BaseException) -> str | None:
+    """The text a pydantic ValidationError was given (raised inside the model call, e.g. by parse())."""
+    if isinstance(exc, pydantic.ValidationError):
+        inputs = [error.get("input") for error in exc.errors()]
+        return next((value for value in inputs if isinstance(value, str)), None)
+    return None
 
 
 def _completion_problem(exc: openai.LengthFinishReasonError) -> Truncated:
@@ -303,18 +321,22 @@ def problem_from_error(
     *,
     tools_bound: bool = False,
     accept_truncated: bool = False,
+    parsing: bool = False,
 ) -> ReplyProblem | None:
-    """The ReplyProblem an exception from a chain stands for (a cut or a parse error), else None."""
+    """The ReplyProblem an exception from a chain stands for (a cut or a parse error), else None.
+
+    ``parsing``: ``exc`` is known to come from parsing (an ``include_raw`` ``parsing_error``).
+    """
     if isinstance(exc, openai.LengthFinishReasonError):
         return _completion_problem(exc)
-    if not isinstance(exc, PARSE_ERRORS):
+    if not parsing and not isinstance(exc, PARSE_ERRORS):
         return None
     if raw is not None:
         try:
             _message_problem(raw, tools_bound=tools_bound, accept_truncated=accept_truncated, structured=True)
         except ReplyProblem as problem:
             return problem
-    text = getattr(exc, "llm_output", None) or (raw.text if raw is not None else None)
+    text = getattr(exc, "llm_output", None) or (raw.text if raw is not None else None) or _input_of(exc)
     message = " ".join(str(exc).split())
     if len(message) > MESSAGE_PREVIEW_CHARS:
         message = message[:MESSAGE_PREVIEW_CHARS] + " ..."

@@ -26,6 +26,7 @@ from helpers.runnables import binds_tools, chat_models, starts_with_language_mod
 from helpers.sim import serve
 
 SHORT = {"think_tokens_mean": 8, "answer_tokens_mean": 8}
+TOOL_FLAGS = {"enable_auto_tool_choice": True, "tool_call_parser": "hermes"}  # as vllm serve's
 CONVERSATION = [SystemMessage("Answer in one word."), HumanMessage("Capital of France?")]
 AS_DICTS = [
     {"role": "system", "content": "Answer in one word."},
@@ -167,7 +168,7 @@ STRUCTURED = {
 @pytest.mark.parametrize("shape", STRUCTURED)
 def test_sim_sdk_retries_are_off_inside_chains(shape: str) -> None:
     """A plain ChatOpenAI retries 429s twice by itself; inside any chain amap turns that off."""
-    with serve(profile="instant", rate_limit_rate=1.0, **SHORT) as server:
+    with serve(profile="instant", rate_limit_rate=1.0, **TOOL_FLAGS, **SHORT) as server:
         chain = STRUCTURED[shape](plain_chat_openai(server))
         item = {"q": "张三, 28"} if shape.startswith("prompt") else "张三, 28"
         with warnings.catch_warnings():
@@ -205,21 +206,48 @@ def test_sim_a_reply_cut_by_max_tokens_is_truncated_with_the_thinking_kept() -> 
             assert all(o.usage["completion_tokens"] == 20 for o in outcomes if o.usage)
 
 
-def test_sim_structured_reply_the_simulator_cannot_write_yet_is_invalid_or_truncated() -> None:
-    """Until the simulator writes JSON for response_format, its text is noise: amap must say the
-    reply does not parse (json_mode) and that a cut one was cut (json_schema: the SDK's parse()
-    refuses a finish_reason 'length')."""
-    with serve(profile="instant", **SHORT) as server:
+# --- Against the simulator with tool calling and structured output (vLLM's tool flags) ------
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city."""
+    return "sunny"
+
+
+def test_sim_a_batch_of_extractions_is_one_call() -> None:
+    records = ["张三, 28 岁, 会 Python。", "Li Lei is 30 and lives in Beijing.", "王芳今年 45 岁。"]
+    with serve(profile="instant", **TOOL_FLAGS, **SHORT) as server:
         model = make_chat_model(
             thinking=False, endpoint=Endpoint(server.base_url, server.model), max_tokens=400
         )
-        [invalid] = map_prompts(
-            model.with_structured_output(Person, method="json_mode"), ["张三"], progress=False
-        )
+        for method in ("json_schema", "function_calling"):  # the schema guides decoding
+            chain = model.with_structured_output(Person, method=method)
+            outcomes = map_prompts(chain, records, progress=False)
+            assert all(o.ok and isinstance(o.parsed, Person) for o in outcomes), (method, outcomes)
+            assert all(Person.model_validate_json(o.answer) == o.parsed for o in outcomes)
+        # json_mode only asks for some JSON object: one without "age" is an InvalidOutput
+        loose = map_prompts(model.with_structured_output(Person, method="json_mode"), records, progress=False)
+        assert all(
+            (o.ok and isinstance(o.parsed, Person))
+            or (o.error_type == "InvalidOutput" and "validation error for Person" in o.error)
+            for o in loose
+        ), loose
         cut_model = make_chat_model(
-            thinking=False, endpoint=Endpoint(server.base_url, server.model), max_tokens=2
+            thinking=False, endpoint=Endpoint(server.base_url, server.model), max_tokens=3
         )
-        [cut] = map_prompts(cut_model.with_structured_output(Person), ["张三"], progress=False)
-    assert invalid.error_type == "InvalidOutput" and "OutputParserException" in invalid.error, invalid
-    assert invalid.attempts == 1 and invalid.answer
-    assert cut.error_type == "Truncated" and "after 2 tokens" in cut.error, cut
+        cut = map_prompts(cut_model.with_structured_output(Person), records, progress=False)
+    assert [o.error_type for o in cut] == ["Truncated"] * 3, cut
+
+
+def test_sim_tool_calls_and_malformed_ones() -> None:
+    prompts = [f"{city}今天天气怎么样?" for city in ("北京", "上海", "广州", "深圳", "杭州", "成都")]
+    with serve(profile="instant", tool_call_error_rate=0.5, fault_seed=1, **TOOL_FLAGS, **SHORT) as server:
+        model = make_chat_model(
+            thinking=False, endpoint=Endpoint(server.base_url, server.model), max_tokens=400
+        )
+        outcomes = map_prompts(model.bind_tools([get_weather]), prompts, progress=False)
+    called = [o for o in outcomes if o.ok]
+    malformed = [o for o in outcomes if o.error_type == "MalformedToolCall"]
+    assert len(called) + len(malformed) == len(prompts) and called and malformed, outcomes
+    assert all(o.parsed and o.parsed[0]["name"] == "get_weather" for o in called)
+    assert all("<tool_call>" in o.answer and o.attempts == 1 for o in malformed)

@@ -308,3 +308,32 @@ async def test_arguments_langchain_cannot_read_are_a_malformed_tool_call() -> No
     model = canned(reply("", invalid_tool_calls=bad), reply("", tool_calls=[good]))
     [outcome] = await run(model.bind_tools([get_weather]), ["天气?"], retry_invalid=True)
     assert outcome.ok and outcome.parsed == [good] and outcome.retried == ["MalformedToolCall"]
+
+
+async def test_streamed_structured_chains_give_the_last_object_or_say_why_not() -> None:
+    json_reply = reply('{"name": "Li", "age": 3}')
+    chain = canned(json_reply) | PydanticOutputParser(pydantic_object=Person)
+    [outcome] = await run(chain, ["Li, 3"], stream=True)
+    assert outcome.ok and outcome.parsed == Person(name="Li", age=3) and outcome.finish_reason == "stop"
+
+    cut = canned(reply('{"name": "Li", "a', finish="length")) | PydanticOutputParser(pydantic_object=Person)
+    [outcome] = await run(cut, ["Li, 3"], stream=True)
+    assert outcome.error_type == "Truncated"
+
+    text_only = canned(reply("Li is three.")).with_structured_output(Person, include_raw=True)
+    [outcome] = await run(text_only, ["Li, 3"], stream=True)  # streamed: no "parsed" key at all
+    assert outcome.error_type == "InvalidOutput" and "returned None" in outcome.error
+
+
+class ParsingModel(Canned):
+    """Validates its reply against Person inside the model call, as the openai SDK's parse() does."""
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        Person.model_validate_json(str(self._next(messages).content))
+        raise AssertionError("unreachable: the canned replies are not valid Person JSON")
+
+
+async def test_a_validation_error_inside_the_model_call_shows_the_raw_text() -> None:
+    [outcome] = await run(ParsingModel(replies=[reply("这是模拟器生成的回答")]), ["张三"])
+    assert outcome.error_type == "InvalidOutput" and "ValidationError" in outcome.error
+    assert outcome.answer == "这是模拟器生成的回答" and "'这是模拟器生成的回答'" in outcome.error

@@ -370,3 +370,12 @@ def test_other_bad_requests_are_left_alone() -> None:
     with pytest.raises(openai.BadRequestError) as raised:
         model.invoke("q")
     assert SERVE_HINT not in str(raised.value)
+
+
+def test_content_blocks_output_keeps_reasoning_on_every_chunk() -> None:
+    name = "hermes-qwen3-tools-auto-thinking-wellformed-stream"
+    chunks = list(replayed(name, output_version="v1").bind_tools(TOOLS).stream("q"))
+    assert all(REASONING_KEY in chunk.additional_kwargs for chunk in chunks)
+    merged = sum(chunks[1:], chunks[0])
+    assert merged.additional_kwargs[REASONING_KEY] == streamed_reasoning(name)
+    assert calls_of(merged) == wire_calls(name)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from typing import Literal, Optional
 
 import jsonschema
@@ -211,9 +214,14 @@ def test_placeholders_when_the_prompt_has_nothing_that_fits() -> None:
     assert _json(Person.model_json_schema(), "随便写一个")["name"] == "name（模拟值）"
 
 
-def test_optional_pydantic_fields_take_the_non_null_option() -> None:
+def test_optional_fields_take_a_value_the_prompt_gives_else_null() -> None:
     value = _json(Person.model_json_schema(), "李四住在上海, 30 岁")
     assert value["address"]["city"] == "上海"
+    value = _json(Person.model_json_schema(), PERSON_PROMPT)
+    assert (value["address"], value["email"], value["role"]) == (None, None, "user")
+    assert _json(Person.model_json_schema(), "王五, 邮箱 wang@example.com")["email"] == "wang@example.com"
+    assert _json(Joke.model_json_schema(), "Tell me a joke")["rating"] is None
+    assert _json(Joke.model_json_schema(), "Tell me a joke, rate it 7")["rating"] == 7
 
 
 def test_json_object_uses_the_keys_the_prompt_quotes() -> None:
@@ -313,3 +321,27 @@ def test_annotations_and_json_object_are_accepted() -> None:
     validate_constraint(Constraint("json_schema", schema=schema))
     validate_constraint(Constraint("json_object"))
     assert _json(schema, "") == {"x": "a"}
+
+
+def test_output_does_not_depend_on_the_hash_seed() -> None:
+    """The simulator answers from a child process: the same seed must give the same text there."""
+    schema = {"type": "object", "properties": {"c": {"enum": ["x", "y"]}, "d": {"format": "date"}}}
+    script = (
+        "import random; from helpers.sim.guided import Constraint, constrained_text; "
+        "print(constrained_text(Constraint('regex', pattern=r'[^abc]{8}\\W\\w{4}'), prompt_text='', "
+        "rng=random.Random(1))); "
+        f"print(constrained_text(Constraint('json_schema', schema={schema!r}), prompt_text='', "
+        "rng=random.Random(1)))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert outputs.pop().count("\n") == 2

@@ -89,6 +89,20 @@ def test_an_explicit_mention_of_the_tool_name_calls_it() -> None:
     assert [call.name for call in _plan("Use the add tool for the weather", [WEATHER, ADD])] == ["add"]
 
 
+def test_unicode_names_are_copied_from_the_prompt() -> None:
+    customer = _tool(
+        "unicode_customer",
+        "Tool for creating a customer with Unicode name.",
+        {"customer_name": {"type": "string"}, "description": {"type": "string"}},
+        ("customer_name", "description"),
+    )
+    prompt = "Create a customer named '你好啊集团' (Hello Group) - a Chinese technology company"
+    [call] = _plan(prompt, [customer])
+    assert call.name == "unicode_customer"
+    assert call.arguments["customer_name"] == "你好啊集团"
+    assert "你好啊集团" in hermes_text([call])  # written as is, not \u-escaped
+
+
 def test_several_matching_tools_are_called_unless_parallel_calls_are_off() -> None:
     prompt = "北京天气怎么样？再算一下 2 加 3"
     assert [call.name for call in _plan(prompt, [WEATHER, ADD])] == ["get_weather", "add"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from helpers.sim.cli import build_parser, config_from_args
+from helpers.sim.hermes import HermesStream, count_output_tokens, output_tokens, parse_tool_calls
 from helpers.sim.reasoning import reasoning_tokens, split_message, stream_fields
 from helpers.sim.text import EOS, THINK_END, generate_reply, soft_switch
 from helpers.sim.tokens import count_prompt_tokens, count_text_tokens, split_tokens
@@ -62,3 +66,62 @@ def test_parsers_on_a_reply_cut_inside_the_thinking():
     assert reasoning_tokens(reply, "none", stream=False) is None
     assert stream_fields(reply, "qwen3", "reasoning")[0] is None
     assert set(stream_fields(reply, "none", "reasoning")) == {"content"}
+
+
+# --- the Hermes tool-call parser (hermes.py) -------------------------------------------------------
+
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京"}}\n</tool_call>'
+
+
+def test_hermes_parses_calls_and_keeps_the_text_before_them():
+    content, calls = parse_tool_calls("我来查一下。\n\n" + CALL + "\n" + CALL.replace("北京", "上海"))
+    assert content == "我来查一下。\n\n"
+    assert [(c.name, c.arguments) for c in calls] == [
+        ("get_weather", '{"city": "北京"}'),
+        ("get_weather", '{"city": "上海"}'),
+    ]
+    assert re.fullmatch(r"chatcmpl-tool-[0-9a-f]{16}", calls[0].id) and calls[0].id != calls[1].id
+    assert len(parse_tool_calls(CALL + "\n" + CALL, parallel=False)[1]) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京"}\n</tool_call>',  # unclosed
+        CALL[:-20],  # cut by max_tokens
+        CALL + "<tool_call>",  # a second block cut after its tag
+        '<tool_call>{"arguments": {}}</tool_call>',  # no name
+        "no call at all",
+    ],
+)
+def test_hermes_gives_up_and_leaves_the_raw_text(text):
+    assert parse_tool_calls(text) == (text, [])
+
+
+def test_hermes_stream_sends_name_then_arguments_one_fragment_per_token():
+    stream = HermesStream()
+    tokens = output_tokens("好的。" + CALL)
+    deltas = [stream.feed(token) for token in tokens]
+    assert tokens.count("<tool_call>") == 1 and tokens.count("</tool_call>") == 1
+    sent = [d for d in deltas if d is not None]
+    assert sent[0] == {"content": "好的"} and sent[1] == {"content": "。"}
+    name = sent[2]["tool_calls"][0]
+    assert name["function"] == {"name": "get_weather"} and name["index"] == 0 and name["type"] == "function"
+    fragments = [d["tool_calls"][0]["function"]["arguments"] for d in sent[3:]]
+    assert "".join(fragments) == '{"city": "北京"}'
+    assert all(d["content"] is None and "id" not in d["tool_calls"][0] for d in sent[3:])
+    assert count_output_tokens("好的。" + CALL) == len(tokens)
+
+
+def test_cli_tool_flags_mirror_vllms():
+    args = build_parser().parse_args(["--enable-auto-tool-choice", "--tool-call-parser", "hermes"])
+    config = config_from_args(args)
+    assert config.enable_auto_tool_choice and config.tool_call_parser == "hermes"
+    with pytest.raises(ValueError, match="requires --tool-call-parser"):
+        config_from_args(build_parser().parse_args(["--enable-auto-tool-choice"]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--tool-call-parser", "mistral"])
+    assert (
+        config_from_args(build_parser().parse_args(["--tool-call-error-rate", "0.25"])).tool_call_error_rate
+        == 0.25
+    )

@@ -24,6 +24,7 @@ from helpers.sim.chat_request import (
 from helpers.sim.config import SimConfig
 from helpers.sim.engine import Engine, EngineRequest
 from helpers.sim.faults import Fate, FaultInjector
+from helpers.sim.guided import Constraint
 from helpers.sim.metrics import SimMetrics
 from helpers.sim.profiles import get_profile
 from helpers.sim.reasoning import SKIP, reasoning_tokens, stream_fields
@@ -282,7 +283,7 @@ async def _chat(state: SimState, request: Request) -> Response:
 def _plan_reply(
     chat: ChatRequest,
     tools: ToolRequest | None,
-    constraint: object,
+    constraint: Constraint | None,
     fate: Fate,
     prompt_tokens: int,
     config: SimConfig,

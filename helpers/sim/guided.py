@@ -15,18 +15,18 @@ minLength/maxLength, pattern, format, default; description and title are ignored
   url, phone; query/text/input/question take the last user message); integers and numbers take
   the prompt's numbers in order, within minimum/maximum; enums (and `choice`) take the value the
   prompt mentions, else the first; arrays of strings take the prompt's list items
-  ("Python 和 SQL"). Otherwise the schema's `default` if valid, else a placeholder: booleans
+  ("Python 和 SQL"). Otherwise the schema's `default` if valid (enums too), else a placeholder: booleans
   false, numbers the lowest allowed (1 when unbounded), strings "simulated <name>" /
   "<name>（模拟值）" in the prompt's language (a `format` gets a fixed valid example, a `pattern`
   a generated match), arrays `max(minItems, 1)` items (`minItems` only when nested more than
   `_MAX_DEPTH // 2` deep, so recursive schemas end), null None.
-- anyOf/oneOf take the first option that is not `null` (pydantic's `Optional[X]` gives X),
-  falling back to the others if the value does not validate.
+- anyOf/oneOf with a `null` option (pydantic's `Optional[X]`): X when the prompt gives a value
+  for it (see `_InstanceBuilder.prompted`), else null; otherwise the first option whose value
+  validates.
 `json_object`: keys the prompt quotes ('setup', "punchline", `key`, “名字”) with string values;
 otherwise an object of the prompt's facts (name, age, city, country, date, email, url, phone,
 items); otherwise {"answer": "<simulated text>"}.
-Regex: a generator over Python's regex parser; unbounded repeats (*, +, {n,}) repeat at most
-`_REPEAT_EXTRA` times beyond their minimum; readable characters only.
+Regex: `regex_strings.matching_text` (unbounded repeats kept short, readable characters).
 
 `validate_constraint` raises `GrammarError` for what vLLM rejects; `str(error)` is the text after
 "Grammar error: " in vLLM's 400 (for schemas, llguidance's wording, as in the transcript
@@ -47,19 +47,14 @@ import math
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
+from helpers.sim import regex_strings
 from helpers.sim.prompt_facts import PromptFacts
-
-try:
-    import re._parser as _sre  # type: ignore[import-not-found]  # Python >= 3.11
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_parse as _sre  # type: ignore[no-redef]
 
 _TYPES = ("null", "boolean", "number", "integer", "string", "array", "object")
 # Formats vLLM 0.32 accepts: xgrammar's list, then llguidance's (vLLM falls back from one to the other).
@@ -101,7 +96,6 @@ _LIST_NAMES = frozenset(
     ("skills", "skill", "tags", "items", "keywords", "languages", "hobbies", "interests", "list",
      "技能", "标签", "爱好")
 )  # fmt: skip
-_REPEAT_EXTRA = 3
 _MAX_DEPTH = 8
 _ATTEMPTS = 8
 
@@ -125,7 +119,7 @@ def validate_constraint(constraint: Constraint) -> None:
     if constraint.kind == "json_schema":
         _check_schema(constraint.schema)
     elif constraint.kind == "regex":
-        _check_regex(constraint.pattern or "")
+        _check_regex_pattern(constraint.pattern or "")
     elif constraint.kind == "choice":
         if not constraint.choices:
             raise GrammarError("choice must list at least one string")
@@ -175,14 +169,11 @@ def schema_instance(
 
 
 def regex_text(pattern: str, rng: random.Random) -> str:
-    """A string that `re.fullmatch(pattern, ...)` accepts."""
-    compiled = re.compile(pattern)
-    parsed = _sre.parse(pattern)
-    for _ in range(_ATTEMPTS * 4):
-        text = _RegexWriter(rng).write(parsed)
-        if compiled.fullmatch(text):
-            return text
-    raise _Unsatisfiable(f"no string generated for regex {pattern!r}")
+    """A string that `re.fullmatch(pattern, ...)` accepts (see `regex_strings`)."""
+    try:
+        return regex_strings.matching_text(pattern, rng)
+    except ValueError as error:
+        raise _Unsatisfiable(str(error)) from None
 
 
 class _Unsatisfiable(GrammarError):
@@ -263,7 +254,7 @@ def _check_keyword_types(node: dict, types: list[str]) -> None:
         pattern = node["pattern"]
         if not isinstance(pattern, str):
             raise GrammarError(f"Expected string for 'pattern', got {_limited(pattern)}")
-        _check_regex(pattern)
+        _check_regex_pattern(pattern)
     if "object" in types:
         if "properties" in node and not isinstance(node["properties"], dict):
             raise GrammarError(f"Expected object for 'properties', got {_limited(node['properties'])}")
@@ -296,35 +287,11 @@ def _limited(value: object) -> str:
     return text if len(text) <= 100 else text[:100] + "..."
 
 
-def _check_regex(pattern: str) -> None:
+def _check_regex_pattern(pattern: str) -> None:
     try:
-        parsed = _sre.parse(pattern)
-    except re.error as error:
-        raise GrammarError(f"regex parse error: {error}") from None
-    # Rust's regex crate (which vLLM's grammar backends use) has no look-around or backreferences.
-    for opcode, _ in _walk_regex(parsed):
-        if opcode in (_sre.ASSERT, _sre.ASSERT_NOT):
-            raise GrammarError(
-                "regex parse error: look-around, including look-ahead and look-behind, is not supported"
-            )
-        if opcode in (_sre.GROUPREF, _sre.GROUPREF_EXISTS):
-            raise GrammarError("regex parse error: backreferences are not supported")
-
-
-def _walk_regex(parsed: Any) -> Iterator[tuple[Any, Any]]:
-    for opcode, argument in parsed:
-        yield opcode, argument
-        if opcode in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
-            yield from _walk_regex(argument[2])
-        elif opcode is _sre.SUBPATTERN:
-            yield from _walk_regex(argument[3])
-        elif opcode is _sre.ATOMIC_GROUP:
-            yield from _walk_regex(argument)
-        elif opcode is _sre.BRANCH:
-            for branch in argument[1]:
-                yield from _walk_regex(branch)
-        elif opcode in (_sre.ASSERT, _sre.ASSERT_NOT):
-            yield from _walk_regex(argument[1])
+        regex_strings.check(pattern)
+    except ValueError as error:
+        raise GrammarError(str(error)) from None
 
 
 def _resolve(ref: str, root: dict) -> dict | bool:
@@ -443,12 +410,17 @@ class _InstanceBuilder:
         if not values:
             raise _Unsatisfiable("no enum value fits")
         chosen = self.facts.enum_choice(values)
+        if chosen is None and schema.get("default") in values:
+            chosen = schema["default"]
         return chosen if chosen is not None else values[0]
 
     def alternative(self, schema: dict, key: str, name: str | None, depth: int) -> Any:
         rest = {k: v for k, v in schema.items() if k != key}
         options = [_merge(rest, o) if isinstance(o, dict) else o for o in schema[key]]
-        ordered = [o for o in options if not _is_null(o)] + [o for o in options if _is_null(o)]
+        values, nulls = [o for o in options if not _is_null(o)], [o for o in options if _is_null(o)]
+        # Optional[X]: X when the prompt gives a value for it, else null (as an extraction would).
+        prompted = not nulls or any(self.prompted(o, name or "", depth) for o in values)
+        ordered = values + nulls if prompted else nulls + values
         for option in ordered:
             try:
                 value = self.value(option, name, depth + 1)
@@ -542,14 +514,27 @@ class _InstanceBuilder:
                     return text
         raise _Unsatisfiable(f"no string fits {name or 'the schema'}")
 
-    def prompted(self, schema: dict | bool, name: str) -> bool:
-        """True when the prompt gives a value for this optional property."""
-        if not isinstance(schema, dict):
+    def prompted(self, schema: dict | bool, name: str, depth: int = 0) -> bool:
+        """True when the prompt gives a value for this (optional) property: a name-matched fact
+        for a string, an enum value it mentions, an unused number for a number, list items for
+        an array, a prompted property for an object."""
+        if not isinstance(schema, dict) or depth > _MAX_DEPTH:
             return False
         schema = self.flatten(schema)
         if "enum" in schema:
             return self.facts.enum_choice(schema["enum"]) is not None
-        return self.type_of(schema) == "string" and self.fact_for(name) is not None
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                return any(self.prompted(o, name, depth + 1) for o in schema[key] if not _is_null(o))
+        kind = self.type_of(schema)
+        if kind == "object":
+            properties = schema.get("properties") or {}
+            return any(self.prompted(sub, key, depth + 1) for key, sub in properties.items())
+        if kind == "array":
+            return bool(self.facts.list_items)
+        if kind in ("integer", "number"):
+            return self.facts.has_unused_number()
+        return kind == "string" and self.fact_for(name) is not None
 
     def fact_for(self, name: str | None) -> str | None:
         if not name:
@@ -663,92 +648,3 @@ def _age(facts: PromptFacts) -> int | None:
         r"(?i:age[d]?|年龄)\s*[:：]?\s*(\d{1,3})", facts.text
     )
     return int(match.group(1)) if match else None
-
-
-# --- regex strings ---------------------------------------------------------------------------
-
-_READABLE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_CATEGORY_CHARS = {
-    "CATEGORY_DIGIT": "0123456789",
-    "CATEGORY_NOT_DIGIT": "abcdefghijklmnopqrstuvwxyz",
-    "CATEGORY_SPACE": " ",
-    "CATEGORY_NOT_SPACE": _READABLE,
-    "CATEGORY_WORD": _READABLE + "_",
-    "CATEGORY_NOT_WORD": " -.,",
-    "CATEGORY_LINEBREAK": "\n",
-    "CATEGORY_NOT_LINEBREAK": _READABLE,
-}
-_FALLBACK_POOL = _READABLE + " _-.,:;!?@#%&*+=/()[]{}<>'\"~^$|\\\t\n" + "中文模拟"
-
-
-class _RegexWriter:
-    """Writes one string for a parsed regex, choosing with `rng` (fullmatch is checked by the caller)."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.groups: dict[int, str] = {}
-
-    def write(self, parsed: Any) -> str:
-        return "".join(self.item(opcode, argument) for opcode, argument in parsed)
-
-    def item(self, opcode: Any, argument: Any) -> str:
-        handler: Callable[[Any], str] | None = getattr(self, f"op_{str(opcode).lower()}", None)
-        if handler is None:
-            raise _Unsatisfiable(f"unsupported regex element {opcode}")
-        return handler(argument)
-
-    def op_literal(self, code: int) -> str:
-        return chr(code)
-
-    def op_not_literal(self, code: int) -> str:
-        return self.rng.choice([c for c in _READABLE if ord(c) != code])
-
-    def op_any(self, _: Any) -> str:
-        return self.rng.choice(_READABLE)
-
-    def op_at(self, _: Any) -> str:
-        return ""
-
-    def op_in(self, items: list) -> str:
-        negate = bool(items) and items[0][0] is _sre.NEGATE
-        chars = self.class_chars(items[1:] if negate else items)
-        if negate:
-            pool = [c for c in _FALLBACK_POOL if c not in chars]
-            return self.rng.choice(pool) if pool else "\u00e9"
-        return self.rng.choice(chars)
-
-    def class_chars(self, items: list) -> list[str]:
-        chars: list[str] = []
-        for opcode, argument in items:
-            if opcode is _sre.LITERAL:
-                chars.append(chr(argument))
-            elif opcode is _sre.RANGE:
-                low, high = argument
-                chars.extend(chr(code) for code in range(low, min(high, low + 200) + 1))
-            elif opcode is _sre.CATEGORY:
-                chars.extend(_CATEGORY_CHARS.get(str(argument), _READABLE))
-        return chars or list(_READABLE)
-
-    def op_branch(self, argument: Any) -> str:
-        return self.write(self.rng.choice(argument[1]))
-
-    def op_subpattern(self, argument: Any) -> str:
-        group, _, _, body = argument
-        text = self.write(body)
-        if group is not None:
-            self.groups[group] = text
-        return text
-
-    def op_atomic_group(self, body: Any) -> str:
-        return self.write(body)
-
-    def op_max_repeat(self, argument: Any) -> str:
-        low, high, body = argument
-        high = min(high, low + _REPEAT_EXTRA) if high != _sre.MAXREPEAT else low + _REPEAT_EXTRA
-        return "".join(self.write(body) for _ in range(self.rng.randint(low, high)))
-
-    op_min_repeat = op_max_repeat
-    op_possessive_repeat = op_max_repeat
-
-    def op_groupref(self, group: int) -> str:
-        return self.groups.get(group, "")

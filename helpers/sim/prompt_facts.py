@@ -2,7 +2,8 @@
 dates, numbers, list items. Small, table-driven heuristics for Chinese and English prompts.
 
 Rules (each returns None / nothing when the prompt has no such span):
-- person name: after "我叫/名叫/叫做/姓名" or "my name is/named/I am"; else a 2-3 character
+- person name: a quoted name after "named/called/叫/名为" ("a customer named '你好啊集团'"); after
+  "我叫/名叫/叫做/姓名" or "my name is/named/I am"; else a 2-3 character
   Chinese name starting with a common surname at the start of a clause ("张三, 28 岁");
   else a capitalised English name opening the prompt ("Alice Smith, 30" / "Alice is 30").
 - city: a city from `_CITIES` mentioned in the prompt; else English "in/at/for/near <Capitalised
@@ -73,6 +74,7 @@ _NAME_INTRO = re.compile(
 _NAME_CJK = re.compile(
     rf"(?:^|[\s,，。;；:：、])([{_SURNAMES}][{_CJK}]{{1,2}}?)(?=[\s,，。;；:：、]|今年|是|$)"
 )
+_NAME_QUOTED = re.compile(r"(?i:named|called|name is|叫做?|名为)\s*['\"“‘「]([^'\"”’」]{1,40})['\"”’」]")
 _NAME_EN_INTRO = re.compile(
     r"(?i:my name is|name is|named|i am|i'm|this is)\s+([A-Z][a-z]+(?: [A-Z][a-z]+)?)"
 )
@@ -118,7 +120,7 @@ class PromptFacts:
 
     @cached_property
     def person_name(self) -> str | None:
-        for pattern in (_NAME_INTRO, _NAME_CJK, _NAME_EN_INTRO, _NAME_EN_LEAD):
+        for pattern in (_NAME_QUOTED, _NAME_INTRO, _NAME_CJK, _NAME_EN_INTRO, _NAME_EN_LEAD):
             match = pattern.search(self.text)
             if match and match.group(1).split()[0] not in _NOT_NAMES:
                 return match.group(1)
@@ -200,6 +202,9 @@ class PromptFacts:
             if re.fullmatch(r"\w+", key) and key not in keys:
                 keys.append(key)
         return keys
+
+    def has_unused_number(self) -> bool:
+        return self._used_numbers < len(self.numbers)
 
     def take_number(self, accept: Callable[[int | float], bool]) -> int | float | None:
         """The next unused prompt number that `accept(number)` allows (numbers are used in order)."""

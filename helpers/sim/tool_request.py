@@ -173,12 +173,16 @@ def check_tool_flags(
 
 
 def parse_constraint(body: dict, tools: ToolRequest | None) -> Constraint | None:
-    """The structured-output constraint of a request (None: free text), checked for a valid grammar."""
+    """The structured-output constraint of a request (None: free text), checked for a valid grammar
+    (a named tool's parameters too: vLLM guides its arguments with them)."""
     constraint = _structured_outputs(body.get("structured_outputs"))
-    if constraint is not None and tools is not None and tools.choice == "named":
-        raise vllm_validation_error(
-            "You can only either use constraints for structured outputs or tools, not both."
-        )
+    if tools is not None and tools.choice == "named":
+        if constraint is not None:
+            raise vllm_validation_error(
+                "You can only either use constraints for structured outputs or tools, not both."
+            )
+        function = next(f for f in tools.functions if f["name"] == tools.named)
+        check_grammar(Constraint("json_schema", schema=function.get("parameters") or {"type": "object"}))
     if constraint is None:
         constraint = _response_format(body.get("response_format"))
     if constraint is not None:
@@ -262,9 +266,9 @@ def _response_format(value: object) -> Constraint | None:
                 "Input should be a valid dictionary or object to extract fields from",
                 spec,
             )
-        schema = spec.get("schema", spec.get("json_schema"))
-        if schema is None:
-            return Constraint("json_object")
+        schema = spec.get("schema")
+        if schema is None:  # vLLM passes `json=None` on: no constraint
+            return None
         if not isinstance(schema, dict):
             raise validation_error(
                 "dict_type",
