@@ -3,14 +3,18 @@
 ``amap(..., checkpoint="data/run.jsonl")`` uses this: every finished outcome (success or
 failure) is appended as one JSON line and flushed at once, so a crash, a kernel restart or an
 interrupt loses at most the prompts in flight. On a re-run, prompts whose *successful* outcome is
-already in the file for the same index and the same prompt text are loaded instead of sent again;
-failed and unfinished ones are sent again. Use one file per batch: the file does not record which
-model or settings produced an answer.
+already in the file for the same index and the same prompt are loaded instead of sent again;
+failed and unfinished ones are sent again. A prompt is matched by its JSON form
+(``helpers.inputs.record_key``): the text of a string, the OpenAI-style dicts of a message list.
+A reply cut by ``max_tokens`` is not a success to resume from, even one accepted as ok by an
+earlier run with ``accept_truncated=True``, unless this run accepts cut replies too. A
+``parsed`` object comes back as JSON data (a pydantic instance as its ``model_dump`` dict). Use
+one file per batch: the file does not record which model or settings produced an answer.
 
 Example::
 
     store = Checkpoint("data/run.jsonl")
-    done = store.load_successes(prompts)     # {index: Outcome} for prompts already answered
+    done = store.load_successes([as_record(p) for p in prompts])  # {index: Outcome} already answered
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from helpers.inputs import PromptRecord, record_key
 from helpers.outcomes import Outcome
 
 
@@ -35,8 +40,12 @@ class Checkpoint:
             )
         self._file: IO[str] | None = None
 
-    def load_successes(self, prompts: Sequence[str]) -> dict[int, Outcome]:
-        """Successful outcomes in the file that match ``prompts`` by index and prompt text.
+    def load_successes(
+        self, prompts: Sequence[PromptRecord], *, accept_truncated: bool = False
+    ) -> dict[int, Outcome]:
+        """Successful outcomes in the file that match ``prompts`` (records) by index and prompt.
+
+        ``accept_truncated``: also resume replies cut by ``max_tokens`` that were kept as ok.
 
         A line that cannot be parsed (a write cut by a crash) is skipped with a warning; a
         later line for the same index replaces an earlier one.
@@ -63,7 +72,12 @@ class Checkpoint:
             )
         resumed = {}
         for index, outcome in latest.items():
-            if outcome.ok and 0 <= index < len(prompts) and prompts[index] == outcome.prompt:
+            usable = outcome.ok and (accept_truncated or not outcome.truncated)
+            if (
+                usable
+                and 0 <= index < len(prompts)
+                and record_key(prompts[index]) == record_key(outcome.prompt)
+            ):
                 outcome.from_checkpoint = True
                 resumed[index] = outcome
         return resumed

@@ -45,14 +45,28 @@ from typing import Any
 
 import openai
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.utils import AddableDict
 from langchain_openai._compat import httpx  # the httpx flavour the openai SDK is built on
 from tqdm.auto import tqdm
 
 from helpers.checkpoint import Checkpoint
+from helpers.inputs import as_record, checked_items
 from helpers.loop import run
-from helpers.outcomes import CANCELLED, Outcome, outcomes_to_frame, summarize
-from helpers.retry import Backoff, IncompleteStream, RequestTimeout, classify, describe
+from helpers.outcomes import CANCELLED, TRUNCATED, Outcome, outcomes_to_frame, summarize
+from helpers.replies import (
+    Reply,
+    ReplyProblem,
+    ReplyWatcher,
+    finish_reason,
+    problem_from_error,
+    read_reply,
+    watched,
+)
+from helpers.retry import Backoff, IncompleteStream, RequestTimeout, Verdict, classify, describe
+from helpers.runnables import binds_tools, chat_models, starts_with_language_model, swap_language_models
+
+PromptInput = Any  # str | message list | PromptValue | dict of template variables (helpers.inputs)
 
 __all__ = [
     "BatchCancelled",
@@ -77,29 +91,6 @@ class BatchCancelled(asyncio.CancelledError):
             "outcomes are in this exception's .outcomes (the others have error_type='Cancelled'); "
             "with checkpoint=... a re-run sends only the unfinished prompts."
         )
-
-
-def _checked_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, (str, bytes)):
-        raise TypeError(
-            "prompts must be a list of strings, got a single string; wrap it: amap(model, [prompt])."
-        )
-    try:
-        prompt_list = list(prompts)
-    except TypeError:
-        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}.") from None
-    for index, prompt in enumerate(prompt_list):
-        if not isinstance(prompt, str):
-            raise TypeError(
-                f"prompts[{index}] is {type(prompt).__name__} ({prompt!r:.60}), not str. Each prompt "
-                "is sent as one user message: convert it with str(...) or fix the input list."
-            )
-        if not prompt.strip():
-            raise ValueError(
-                f"prompts[{index}] is empty or only whitespace; remove it or give it some text "
-                "(the model would answer an empty message with noise)."
-            )
-    return prompt_list
 
 
 def _check_model(model: object) -> None:
@@ -151,15 +142,8 @@ def _check_settings(concurrency: int, retries: int, timeout: float | None) -> No
             )
 
 
-@asynccontextmanager
-async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> AsyncIterator[Runnable]:
-    """A copy of an OpenAI-compatible model with SDK retries off and its own connection pool.
-
-    The pool (``pool_size`` connections) is closed on exit, so no socket outlives the batch.
-    A model built with the user's own ``http_async_client`` keeps it (the user owns it).
-    Other models are returned unchanged.
-    """
-    chat_model = model.bound if isinstance(model, RunnableBinding) else model
+def _retry_free_copy(chat_model: Any, pools: list[Any], pool_size: int) -> Any:
+    """``chat_model`` with SDK retries off and its own pool (added to ``pools``) if OpenAI-compatible."""
     root = getattr(chat_model, "root_async_client", None)
     if root is None or not hasattr(root, "copy"):
         if getattr(chat_model, "max_retries", None):
@@ -167,72 +151,68 @@ async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> Asyn
                 f"{type(chat_model).__name__} retries internally (max_retries="
                 f"{chat_model.max_retries}) where amap cannot count it; build it with "
                 "max_retries=0 so that amap's attempts and retries are the real ones.",
-                stacklevel=4,
+                stacklevel=5,
             )
-        yield model
-        return
-    own_pool = None
+        return chat_model
     if getattr(chat_model, "http_async_client", None) is None:
         limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         own_pool = openai.DefaultAsyncHttpxClient(limits=limits)
+        pools.append(own_pool)
         client = root.copy(max_retries=0, http_client=own_pool)
     else:
         client = root.copy(max_retries=0)
-    prepared = chat_model.model_copy(
-        update={
-            "root_async_client": client,
-            "async_client": client.chat.completions,
-            "max_retries": 0,
-        }
+    return chat_model.model_copy(
+        update={"root_async_client": client, "async_client": client.chat.completions, "max_retries": 0}
     )
-    if isinstance(model, RunnableBinding):
-        prepared = model.model_copy(update={"bound": prepared})
+
+
+@asynccontextmanager
+async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> AsyncIterator[Runnable]:
+    """A copy of ``model`` whose OpenAI-compatible chat models have SDK retries off and own pools.
+
+    The chat models are found inside bindings, sequences, parallels and fallbacks
+    (``bind_tools``, ``with_structured_output``, ``prompt | model``: ``helpers.runnables``). Each
+    gets a pool of ``pool_size`` connections, closed on exit, so no socket outlives the batch; a
+    model built with the user's own ``http_async_client`` keeps it (the user owns it). Other chat
+    models are kept, with a warning if they retry internally; a Runnable with no chat model
+    amap can see (a model called inside a ``RunnableLambda``) gets a warning too.
+    """
+    if not chat_models(model):
+        warnings.warn(
+            f"amap found no chat model inside {type(model).__name__}, so it cannot turn off "
+            "retries hidden inside it; if it calls a model (e.g. from a RunnableLambda), build that "
+            "model with max_retries=0 so that amap's attempts and retries are the real ones.",
+            stacklevel=4,
+        )
+    pools: list[Any] = []
+    copies: dict[int, Any] = {}
+
+    def swap(chat_model: Any) -> Any:
+        if id(chat_model) not in copies:
+            copies[id(chat_model)] = _retry_free_copy(chat_model, pools, pool_size)
+        return copies[id(chat_model)]
+
     try:
-        yield prepared
+        yield swap_language_models(model, swap)
     finally:
-        if own_pool is not None:
-            await own_pool.aclose()
-
-
-def _reasoning(message: BaseMessage) -> str | None:
-    for key in ("reasoning_content", "reasoning"):
-        value = message.additional_kwargs.get(key)
-        if isinstance(value, str) and value:
-            return value
-    if isinstance(message.content, list):
-        blocks = [
-            str(block.get("reasoning") or block.get("text") or "")
-            for block in message.content
-            if isinstance(block, dict) and block.get("type") in ("reasoning", "thinking")
-        ]
-        return "".join(blocks) or None
-    return None
-
-
-def _usage(message: BaseMessage) -> dict[str, int] | None:
-    metadata = getattr(message, "usage_metadata", None)
-    if not metadata:
-        return None
-    usage = {
-        "prompt_tokens": metadata.get("input_tokens"),
-        "completion_tokens": metadata.get("output_tokens"),
-        "reasoning_tokens": (metadata.get("output_token_details") or {}).get("reasoning"),
-    }
-    return {key: value for key, value in usage.items() if value is not None}
+        for pool in pools:
+            await pool.aclose()
 
 
 def _joined(chunks: list[Any]) -> Any:
-    """All streamed chunks as one message (one merge, not one per chunk), or None if none came."""
+    """All streamed chunks as one result, or None if none came.
+
+    Message chunks are merged (one merge, not one per chunk), as are the dicts a
+    ``RunnableParallel`` streams (``include_raw=True``); a parser's stream of ever more complete
+    objects ends with the whole one.
+    """
     if not chunks:
         return None
     if isinstance(chunks[0], AIMessageChunk):
         return chunks[0] + chunks[1:]
-    return functools.reduce(operator.add, chunks)
-
-
-def _finish_reason(message: BaseMessage) -> str | None:
-    metadata = message.response_metadata or {}
-    return metadata.get("finish_reason") or metadata.get("stop_reason")
+    if isinstance(chunks[0], AddableDict):
+        return functools.reduce(operator.add, chunks)
+    return chunks[-1]
 
 
 class _Batch:
@@ -240,7 +220,7 @@ class _Batch:
 
     def __init__(
         self,
-        prompts: list[str],
+        items: list[Any],
         *,
         retries: int,
         timeout: float | None,
@@ -249,8 +229,11 @@ class _Batch:
         config: RunnableConfig | None,
         store: Checkpoint | None,
         on_outcome: Callable[[Outcome], None] | None,
+        accept_truncated: bool,
+        retry_invalid: bool,
     ) -> None:
-        self.prompts = prompts
+        self.items = items
+        self.records = [as_record(item) for item in items]
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
@@ -258,44 +241,71 @@ class _Batch:
         self.config = config
         self.store = store
         self.on_outcome = on_outcome
-        self.outcomes: list[Outcome | None] = [None] * len(prompts)
-        self.ok = self.failed = self.retried = 0
+        self.accept_truncated = accept_truncated
+        self.retry_invalid = retry_invalid
+        self.outcomes: list[Outcome | None] = [None] * len(items)
+        self.ok = self.failed = self.truncated = self.retried = 0
         self.on_outcome_calls = self.on_outcome_failures = 0
         self.bar: Any = None
         self.model: Runnable | None = None
+        self.tools_bound = False
+        self.streams_under_the_hood = False
 
-    async def _ask(self, prompt: str) -> BaseMessage:
-        """One attempt: a complete reply, or an exception (IncompleteStream for a cut stream)."""
+    async def _ask(self, item: Any, config: RunnableConfig, watcher: ReplyWatcher) -> Any:
+        """One attempt's raw result, or an exception (IncompleteStream for a cut stream)."""
         assert self.model is not None
         if self.stream:
             kwargs = {"stream_usage": True} if hasattr(self.model, "stream_usage") else {}
-            chunks = [chunk async for chunk in self.model.astream(prompt, self.config, **kwargs)]
-            reply = _joined(chunks)
-            if reply is None or not _finish_reason(reply):
+            chunks = [chunk async for chunk in self.model.astream(item, config, **kwargs)]
+            result = _joined(chunks)
+            message = result if isinstance(result, BaseMessage) else watcher.message
+            if (message is None and result is None) or (message is not None and not finish_reason(message)):
                 raise IncompleteStream(
                     f"the stream ended after {len(chunks)} chunks without a finish_reason (cut "
                     "mid-way); the partial answer was discarded"
                 )
-            return reply
-        reply = await self.model.ainvoke(prompt, self.config)
-        if getattr(self.model, "streaming", False) and not _finish_reason(reply):
+            return result
+        result = await self.model.ainvoke(item, config)
+        message = result if isinstance(result, BaseMessage) else watcher.message
+        if self.streams_under_the_hood and message is not None and not finish_reason(message):
             raise IncompleteStream("the reply ended without a finish_reason (stream cut mid-way)")
-        return reply
+        return result
 
-    async def _attempt(self, prompt: str) -> BaseMessage:
+    async def _attempt(self, item: Any) -> Reply:
+        """One attempt: a usable Reply, or an exception (a ReplyProblem for an unusable reply)."""
+        watcher = ReplyWatcher()
+        config = watched(self.config, watcher)
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
-                return await self._ask(prompt)
+                result = await self._ask(item, config, watcher)
         except TimeoutError:
             if deadline.expired():
                 raise RequestTimeout(
                     f"no complete reply within {self.timeout:g} s (amap's per-request timeout)"
                 ) from None
             raise
+        except Exception as exc:
+            problem = problem_from_error(
+                exc, watcher.message, tools_bound=self.tools_bound, accept_truncated=self.accept_truncated
+            )
+            if problem is not None:
+                raise problem from exc
+            raise
+        return read_reply(
+            result,
+            raw=watcher.message,
+            tools_bound=self.tools_bound,
+            accept_truncated=self.accept_truncated,
+        )
+
+    def _retryable(self, exc: Exception) -> Verdict:
+        if isinstance(exc, ReplyProblem):
+            return Verdict(retryable=self.retry_invalid)
+        return classify(exc)
 
     async def _run_one(self, index: int) -> Outcome:
-        prompt = self.prompts[index]
+        item, record = self.items[index], self.records[index]
         started = time.perf_counter()
         retried: list[str] = []
         attempts = 0
@@ -303,42 +313,44 @@ class _Batch:
             while True:
                 attempts += 1
                 try:
-                    reply = await self._attempt(prompt)
+                    reply = await self._attempt(item)
                 except Exception as exc:  # every error becomes this prompt's outcome
-                    verdict = classify(exc)
+                    verdict = self._retryable(exc)
+                    kind = exc.kind if isinstance(exc, ReplyProblem) else type(exc).__name__
                     if not verdict.retryable or attempts > self.retries:
                         return Outcome(
                             index=index,
-                            prompt=prompt,
+                            prompt=record,
                             ok=False,
-                            error_type=type(exc).__name__,
-                            error=describe(exc),
+                            error_type=kind,
+                            error=str(exc) if isinstance(exc, ReplyProblem) else describe(exc),
                             attempts=attempts,
                             latency_s=time.perf_counter() - started,
                             retried=retried,
+                            **_partial(exc),
                         )
-                    retried.append(type(exc).__name__)
+                    retried.append(kind)
                     self.retried += 1
                     self._show_counts()
                     await asyncio.sleep(self.backoff.delay(attempts, verdict.retry_after_s))
                     continue
-                reasoning = _reasoning(reply) if isinstance(reply, BaseMessage) else None
                 return Outcome(
                     index=index,
-                    prompt=prompt,
+                    prompt=record,
                     ok=True,
-                    answer=str(reply.text) if isinstance(reply, BaseMessage) else str(reply),
-                    reasoning=reasoning,
+                    answer=reply.answer,
+                    reasoning=reply.reasoning,
                     attempts=attempts,
                     latency_s=time.perf_counter() - started,
-                    usage=_usage(reply) if isinstance(reply, BaseMessage) else None,
-                    finish_reason=_finish_reason(reply) if isinstance(reply, BaseMessage) else None,
+                    usage=reply.usage,
+                    finish_reason=reply.finish_reason,
                     retried=retried,
+                    parsed=reply.parsed,
                 )
         except asyncio.CancelledError:
             self.outcomes[index] = Outcome(
                 index=index,
-                prompt=prompt,
+                prompt=record,
                 ok=False,
                 error_type=CANCELLED,
                 error=f"cancelled while in flight (attempt {attempts})",
@@ -354,6 +366,8 @@ class _Batch:
             self.outcomes[index] = outcome
             if outcome.ok:
                 self.ok += 1
+            elif outcome.error_type == TRUNCATED:
+                self.truncated += 1
             else:
                 self.failed += 1
             if self.store is not None:
@@ -388,29 +402,36 @@ class _Batch:
             )
 
     def _show_counts(self) -> None:
-        self.bar.set_postfix({"ok": self.ok, "failed": self.failed, "retries": self.retried}, refresh=False)
+        counts = {"ok": self.ok, "failed": self.failed, "retries": self.retried}
+        if self.truncated:
+            counts = {"ok": self.ok, "truncated": self.truncated, **counts}
+        self.bar.set_postfix(counts, refresh=False)
 
     def _all_outcomes(self) -> list[Outcome]:
         return [
             outcome
             or Outcome(
                 index=index,
-                prompt=prompt,
+                prompt=record,
                 ok=False,
                 error_type=CANCELLED,
                 error="not sent: the batch was cancelled first",
             )
-            for index, (outcome, prompt) in enumerate(zip(self.outcomes, self.prompts, strict=True))
+            for index, (outcome, record) in enumerate(zip(self.outcomes, self.records, strict=True))
         ]
 
     async def run(self, model: Runnable, concurrency: int, progress: bool) -> list[Outcome]:
         if self.store is not None:
-            for index, outcome in self.store.load_successes(self.prompts).items():
+            resumed = self.store.load_successes(self.records, accept_truncated=self.accept_truncated)
+            for index, outcome in resumed.items():
                 self.outcomes[index] = outcome
         todo = [index for index, outcome in enumerate(self.outcomes) if outcome is None]
-        self.ok = len(self.prompts) - len(todo)
+        self.ok = len(self.items) - len(todo)
+        found = chat_models(model)
+        self.tools_bound = binds_tools(model)
+        self.streams_under_the_hood = any(getattr(m, "streaming", False) for m in found)
         self.bar = tqdm(
-            total=len(self.prompts), initial=self.ok, desc="amap", unit="prompt", disable=not progress
+            total=len(self.items), initial=self.ok, desc="amap", unit="prompt", disable=not progress
         )
         self._show_counts()
         try:
@@ -430,9 +451,25 @@ class _Batch:
         return self._all_outcomes()
 
 
+def _partial(exc: Exception) -> dict[str, Any]:
+    """What an unusable reply had (partial answer, reasoning, usage, finish_reason), else nothing."""
+    if not isinstance(exc, ReplyProblem):
+        return {}
+    return {
+        "answer": exc.answer,
+        "reasoning": exc.reasoning,
+        "usage": exc.usage,
+        "finish_reason": exc.finish_reason,
+    }
+
+
+def _checked_items(model: Runnable, prompts: Sequence[PromptInput]) -> list[PromptInput]:
+    return checked_items(prompts, takes_variables=not starts_with_language_model(model))
+
+
 async def amap(
     model: Runnable,
-    prompts: Sequence[str],
+    prompts: Sequence[PromptInput],
     *,
     concurrency: int = 8,
     retries: int = 3,
@@ -443,15 +480,25 @@ async def amap(
     checkpoint: str | Path | None = None,
     config: RunnableConfig | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    accept_truncated: bool = False,
+    retry_invalid: bool = False,
 ) -> list[Outcome]:
     """Send every prompt through ``model``, at most ``concurrency`` at once; one Outcome each, in order.
 
+    - ``model``: a LangChain chat model or any Runnable around one (``model.bind_tools(tools)``,
+      ``model.with_structured_output(Person)``, ``prompt | model``); its OpenAI-compatible chat
+      models are used without their hidden SDK retries (see ``helpers.runnables``).
+    - ``prompts``: each a string, a message list (LangChain messages or OpenAI-style dicts), a
+      ``PromptValue``, or, for a chain that starts with a prompt template, a dict of its
+      variables (see ``helpers.inputs``).
     - ``retries``: retries per prompt for transient errors (0: none); 4xx errors are never retried.
     - ``timeout``: seconds per attempt (None: no limit); an expired attempt is a transient error.
     - ``backoff``: :class:`helpers.retry.Backoff` (exponential with jitter; ``seed=`` for
       reproducible waits); ``Retry-After`` is honoured.
     - ``stream``: consume ``astream`` per prompt; a stream without ``finish_reason`` counts as
-      cut (``IncompleteStream``, retried), never as an answer.
+      cut (``IncompleteStream``, retried), never as an answer. For a structured chain the last
+      streamed object is the result (LangChain's streaming parsers tolerate partial JSON, so
+      prefer ``stream=False`` there).
     - ``checkpoint``: a ``.jsonl`` path; finished outcomes are appended as they finish, and a
       re-run loads the successful ones instead of sending them (see ``helpers.checkpoint``).
     - ``config``: a LangChain ``RunnableConfig`` passed to every call (callbacks, tags).
@@ -460,6 +507,11 @@ async def amap(
       called for outcomes loaded from the checkpoint, nor for prompts cancelled unfinished. It
       runs on amap's event loop, so keep it quick. If it raises, the outcome is kept, the batch
       goes on and amap warns (the first error in full, then a count at the end).
+    - ``accept_truncated``: keep replies cut by ``max_tokens`` as ok (``finish_reason="length"``)
+      instead of ``error_type="Truncated"``; a cut structured reply still cannot parse.
+    - ``retry_invalid``: retry (up to ``retries``) replies that are ``InvalidOutput``,
+      ``MalformedToolCall`` or ``Truncated``: a sampled model may do better next time. Off by
+      default: the same request usually fails the same way.
 
     Bad arguments raise TypeError/ValueError before any request is sent; an empty list returns
     ``[]``. Cancelling raises :class:`BatchCancelled` carrying the outcomes so far.
@@ -468,16 +520,17 @@ async def amap(
 
         outcomes = await amap(model, prompts, concurrency=32, retries=3, timeout=30)
         failed = [o for o in outcomes if not o.ok]
+        people = await amap(model.with_structured_output(Person), records)  # o.parsed: Person
     """
     _check_model(model)
-    prompt_list = _checked_prompts(prompts)
+    items = _checked_items(model, prompts)
     _check_settings(concurrency, retries, timeout)
     _check_on_outcome(on_outcome)
     store = Checkpoint(checkpoint) if checkpoint is not None else None
-    if not prompt_list:
+    if not items:
         return []
     batch = _Batch(
-        prompt_list,
+        items,
         retries=retries,
         timeout=timeout,
         backoff=backoff or Backoff(),
@@ -485,13 +538,15 @@ async def amap(
         config=config,
         store=store,
         on_outcome=on_outcome,
+        accept_truncated=accept_truncated,
+        retry_invalid=retry_invalid,
     )
     return await batch.run(model, concurrency, progress)
 
 
 def map_prompts(
     model: Runnable,
-    prompts: Sequence[str],
+    prompts: Sequence[PromptInput],
     *,
     concurrency: int = 8,
     retries: int = 3,
@@ -502,6 +557,8 @@ def map_prompts(
     checkpoint: str | Path | None = None,
     config: RunnableConfig | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    accept_truncated: bool = False,
+    retry_invalid: bool = False,
 ) -> list[Outcome]:
     """Sync :func:`amap` for scripts and plain notebook cells (runs on ``helpers.loop.run``).
 
@@ -510,13 +567,13 @@ def map_prompts(
     loop's thread.
     """
     _check_model(model)
-    prompt_list = _checked_prompts(prompts)
+    items = _checked_items(model, prompts)
     _check_settings(concurrency, retries, timeout)
     _check_on_outcome(on_outcome)
     return run(
         amap(
             model,
-            prompt_list,
+            items,
             concurrency=concurrency,
             retries=retries,
             timeout=timeout,
@@ -526,47 +583,43 @@ def map_prompts(
             checkpoint=checkpoint,
             config=config,
             on_outcome=on_outcome,
+            accept_truncated=accept_truncated,
+            retry_invalid=retry_invalid,
         )
     )
 
 
-async def abatch_limited(
-    model: Runnable, prompts: Sequence[str], max_concurrency: int
-) -> list[BaseMessage | Exception]:
+async def abatch_limited(model: Runnable, prompts: Sequence[PromptInput], max_concurrency: int) -> list[Any]:
     """LangChain's own way, for comparison: ``abatch`` with ``config={"max_concurrency": n}``.
 
     Results come back in input order; with ``return_exceptions=True`` a failed prompt is its
     exception in place of the message. No per-request timeout, no retries beyond the model's own
     ``max_retries`` (invisible), no progress, and on cancellation the finished results are lost.
     """
-    prompt_list = _checked_prompts(prompts)
+    items = _checked_items(model, prompts)
     _check_settings(max_concurrency, 0, None)
-    return await model.abatch(
-        prompt_list, config={"max_concurrency": max_concurrency}, return_exceptions=True
-    )
+    return await model.abatch(items, config={"max_concurrency": max_concurrency}, return_exceptions=True)
 
 
 async def abatch_as_completed_progress(
     model: Runnable,
-    prompts: Sequence[str],
+    prompts: Sequence[PromptInput],
     max_concurrency: int | None = None,
     *,
     progress: bool = True,
-) -> list[BaseMessage | Exception]:
+) -> list[Any]:
     """LangChain's ``abatch_as_completed`` with a tqdm bar, results put back in input order.
 
     ``abatch_as_completed`` yields ``(index, output)`` as requests finish, which is what a
     progress bar needs; a failed prompt is its exception in place of the message.
     """
-    prompt_list = _checked_prompts(prompts)
+    items = _checked_items(model, prompts)
     if max_concurrency is not None:
         _check_settings(max_concurrency, 0, None)
-    results: list[BaseMessage | Exception | None] = [None] * len(prompt_list)
+    results: list[Any] = [None] * len(items)
     config: RunnableConfig = {"max_concurrency": max_concurrency} if max_concurrency else {}
-    with tqdm(total=len(prompt_list), desc="abatch_as_completed", disable=not progress) as bar:
-        async for index, output in model.abatch_as_completed(
-            prompt_list, config=config, return_exceptions=True
-        ):
+    with tqdm(total=len(items), desc="abatch_as_completed", disable=not progress) as bar:
+        async for index, output in model.abatch_as_completed(items, config=config, return_exceptions=True):
             results[index] = output
             bar.update(1)
-    return results  # type: ignore[return-value]  # every index was filled
+    return results

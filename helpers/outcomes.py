@@ -15,22 +15,33 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_jsonable_python
+
+from helpers.inputs import PromptRecord
+
 if TYPE_CHECKING:
     import pandas as pd
 
 CANCELLED = "Cancelled"
+TRUNCATED = "Truncated"
 
 
 @dataclass
 class Outcome:
     """What happened to one prompt.
 
-    ``ok`` is True when the model returned a complete reply (``finish_reason`` set); then
-    ``answer`` holds the text and ``reasoning`` the reasoning if the model exposed it (in
-    ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]``, or as reasoning content
-    blocks). Otherwise ``error_type`` and ``error`` say why:
-    the exception's class name (``RateLimitError``, ``BadRequestError``, ``IncompleteStream``,
-    ``RequestTimeout``, ``Cancelled``, ...) and a message with the HTTP status and cause.
+    ``prompt`` is the item in JSON-ready form (a string, OpenAI-style message dicts, or a dict
+    of template variables: see ``helpers.inputs``). ``ok`` is True when the model returned a
+    complete, usable reply; then ``answer`` holds the text and ``reasoning`` the reasoning if
+    the model exposed it (in ``additional_kwargs["reasoning_content"]`` or ``["reasoning"]``, or
+    as reasoning content blocks). ``parsed`` is what a structured chain returned (a pydantic
+    instance, a dict) or, for a message with tool calls, its ``tool_calls``; ``answer`` is then
+    the object's JSON text (or the message text). Reloaded from JSON, ``parsed`` is a dict.
+    Otherwise ``error_type`` and ``error`` say why: the exception's class name
+    (``RateLimitError``, ``BadRequestError``, ``IncompleteStream``, ``RequestTimeout``,
+    ``Cancelled``, ...) or the kind of unusable reply (``Truncated``: cut by ``max_tokens``,
+    ``InvalidOutput``, ``MalformedToolCall``; their partial ``answer``/``reasoning`` are kept),
+    and a message with the cause and what to do.
     ``attempts`` counts requests actually sent for this prompt (0: never sent), ``retried``
     lists the error type of every attempt that was retried, ``latency_s`` is the wall time
     from the first attempt to the result, backoff waits included. ``usage`` has
@@ -39,7 +50,7 @@ class Outcome:
     """
 
     index: int
-    prompt: str
+    prompt: PromptRecord
     ok: bool
     answer: str | None = None
     reasoning: str | None = None
@@ -50,6 +61,7 @@ class Outcome:
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
     retried: list[str] = field(default_factory=list)
+    parsed: Any = None
     from_checkpoint: bool = False
 
     @property
@@ -57,11 +69,15 @@ class Outcome:
         """True if the batch was cancelled before this prompt finished."""
         return self.error_type == CANCELLED
 
+    @property
+    def truncated(self) -> bool:
+        """True if the reply was cut by ``max_tokens`` (an error, or accepted as ``ok``)."""
+        return self.error_type == TRUNCATED or self.finish_reason == "length"
+
     def to_json_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``from_checkpoint`` is not stored)."""
-        record = asdict(self)
-        del record["from_checkpoint"]
-        return record
+        """A JSON-ready dict (``from_checkpoint`` is not stored; ``parsed`` as JSON data)."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "from_checkpoint"}
+        return to_jsonable_python(record, fallback=str)
 
     @classmethod
     def from_json_dict(cls, record: dict[str, Any]) -> Outcome:
@@ -98,17 +114,30 @@ def outcomes_to_frame(outcomes: Sequence[Outcome]) -> pd.DataFrame:
 
 
 def summarize(outcomes: Sequence[Outcome]) -> str:
-    """One line: how many succeeded, failed (by type), were cancelled, retried; latency.
+    """One line: how many succeeded, were cut by max_tokens, failed (by type), were cancelled, retried.
+
+    Replies cut by ``max_tokens`` are their own part ("3 truncated"), not counted as failed; cut
+    replies accepted with ``accept_truncated=True`` are counted in ok and said so.
 
     >>> summarize([Outcome(0, "a", ok=True, attempts=2, retried=["RateLimitError"], latency_s=0.5),
-    ...            Outcome(1, "b", ok=False, error_type="BadRequestError", attempts=1)])
-    '2 prompts: 1 ok, 1 failed (BadRequestError x1), 1 retries, 3 requests sent; latency of ok: median 0.50 s, max 0.50 s'
+    ...            Outcome(1, "b", ok=False, error_type="BadRequestError", attempts=1),
+    ...            Outcome(2, "c", ok=False, error_type="Truncated", attempts=1)])
+    '3 prompts: 1 ok, 1 truncated, 1 failed (BadRequestError x1), 1 retries, 4 requests sent; latency of ok: median 0.50 s, max 0.50 s'
     """  # noqa: E501
     total = len(outcomes)
     ok = [o for o in outcomes if o.ok]
     cancelled = sum(o.cancelled for o in outcomes)
-    failures = Counter(o.error_type for o in outcomes if not o.ok and not o.cancelled)
-    parts = [f"{total} prompts: {len(ok)} ok"]
+    truncated = sum(o.error_type == TRUNCATED for o in outcomes)
+    failures = Counter(
+        o.error_type for o in outcomes if not o.ok and not o.cancelled and o.error_type != TRUNCATED
+    )
+    accepted_cuts = sum(o.truncated for o in ok)
+    parts = [
+        f"{total} prompts: {len(ok)} ok"
+        + (f" ({accepted_cuts} cut by max_tokens, accepted)" if accepted_cuts else "")
+    ]
+    if truncated:
+        parts.append(f"{truncated} truncated")
     failed = sum(failures.values())
     detail = ", ".join(f"{kind} x{count}" for kind, count in failures.most_common())
     parts.append(f"{failed} failed ({detail})" if failed else "0 failed")

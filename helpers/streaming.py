@@ -15,6 +15,10 @@ Timings (``StreamTimings``), all from the moment the request is sent:
   sent no usage) per second after the first one: the decode speed;
 * ``total_s`` — until the stream ended.
 
+A reply cut by ``max_tokens`` (``finish_reason`` "length") is not complete: ``StreamResult``
+says so (``truncated``, ``finish_reason``), its timings end with "cut by max_tokens", and
+``show_stream`` ends the live view with a note saying what to do.
+
 Example (in a notebook cell):
     >>> from helpers.chat import make_chat_model
     >>> from helpers.streaming import astream_parts, show_stream
@@ -63,6 +67,7 @@ class StreamTimings:
     chunks: int = 0
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None
+    finish_reason: str | None = None
 
     def record(self, event: StreamEvent) -> None:
         elapsed = time.perf_counter() - self.started
@@ -72,8 +77,9 @@ class StreamTimings:
         if event.kind == "answer" and self.first_answer_s is None:
             self.first_answer_s = elapsed
 
-    def finish(self, usage: dict[str, Any] | None = None) -> None:
+    def finish(self, usage: dict[str, Any] | None = None, finish_reason: str | None = None) -> None:
         self.total_s = time.perf_counter() - self.started
+        self.finish_reason = finish_reason
         if usage:
             self.completion_tokens = usage.get("output_tokens")
             details = usage.get("output_token_details") or {}
@@ -97,19 +103,30 @@ class StreamTimings:
             return "n/a" if value is None else f"{value:.3f} s"
 
         rate = "n/a" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f}"
+        cut = ", cut by max_tokens" if self.finish_reason == "length" else ""
         return (
             f"TTFT {secs(self.ttft_s)}, first answer token {secs(self.first_answer_s)}, "
-            f"{rate} tokens/s, total {secs(self.total_s)} ({self.tokens} tokens)"
+            f"{rate} tokens/s, total {secs(self.total_s)} ({self.tokens} tokens){cut}"
         )
 
 
 @dataclass
 class StreamResult:
-    """What a finished stream said, and how fast."""
+    """What a finished stream said, how fast, and how it ended (``finish_reason``)."""
 
     reasoning: str
     answer: str
     timings: StreamTimings
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The server's ``finish_reason`` ("stop", "length", ...), None if the stream sent none."""
+        return self.timings.finish_reason
+
+    @property
+    def truncated(self) -> bool:
+        """True if ``max_tokens`` cut the reply: ``answer`` is incomplete (or empty)."""
+        return self.finish_reason == "length"
 
 
 async def astream_parts(
@@ -121,14 +138,19 @@ async def astream_parts(
 ) -> AsyncIterator[StreamEvent]:
     """Yield ``StreamEvent("reasoning" | "answer", text)`` for one prompt; empty texts are skipped.
 
-    Pass a ``StreamTimings()`` to have it filled in (``finish`` is called when the stream ends).
-    ``kwargs`` go to ``model.astream`` (e.g. ``config=``).
+    Pass a ``StreamTimings()`` to have it filled in (``finish`` is called when the stream ends,
+    with the usage and the ``finish_reason`` the server sent). ``kwargs`` go to
+    ``model.astream`` (e.g. ``config=``).
     """
     decoder = ReasoningStream()
     usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
     async for chunk in model.astream(prompt_or_messages, **kwargs):
         if getattr(chunk, "usage_metadata", None):
             usage = dict(chunk.usage_metadata)
+        finish_reason = (getattr(chunk, "response_metadata", None) or {}).get(
+            "finish_reason"
+        ) or finish_reason
         content = chunk.content if isinstance(chunk.content, str) else ""
         parts = decoder.feed(chunk.additional_kwargs.get(REASONING_KEY), content)
         for event in _events(parts.reasoning, parts.answer):
@@ -141,7 +163,7 @@ async def astream_parts(
             timings.record(event)
         yield event
     if timings is not None:
-        timings.finish(usage)
+        timings.finish(usage, finish_reason)
 
 
 def _events(reasoning: str, answer: str) -> list[StreamEvent]:
@@ -185,9 +207,22 @@ class LiveDisplay:
         self.interval_s = interval_s
         self.reasoning = ""
         self.answer = ""
+        self.cut_note: str | None = None
         self._handle: Any = None
         self._last_update = 0.0
         self._text_state: EventKind | None = None
+
+    def cut(self) -> None:
+        """Mark the reply as cut by ``max_tokens``; the final view ends with a note saying so."""
+        where = (
+            "the answer above is incomplete"
+            if self.answer.strip()
+            else "no answer was written yet (the cut fell in the thinking)"
+        )
+        self.cut_note = (
+            f"{where}: raise max_tokens, or turn thinking off (make_chat_model(thinking=False)) "
+            "so that the tokens go to the answer"
+        )
 
     def __call__(self, event: StreamEvent) -> None:
         if event.kind == "reasoning":
@@ -206,9 +241,12 @@ class LiveDisplay:
         """Final update (the notebook view shows everything; the terminal gets a newline)."""
         if self.notebook:
             self._show_html()
-        elif self._text_state is not None:
+            return
+        if self._text_state is not None:
             self.out.write("\n")
-            self.out.flush()
+        if self.cut_note is not None:
+            self.out.write(f"[cut by max_tokens] {self.cut_note}\n")
+        self.out.flush()
 
     def html(self) -> str:
         thinking = (
@@ -218,7 +256,12 @@ class LiveDisplay:
             else ""
         )
         answer = f'<div style="white-space:pre-wrap">{html.escape(self.answer)}</div>'
-        return thinking + answer
+        note = (
+            f'<div style="color:#b00020">cut by max_tokens: {html.escape(self.cut_note)}</div>'
+            if self.cut_note is not None
+            else ""
+        )
+        return thinking + answer + note
 
     def _show_html(self) -> None:
         from IPython.display import HTML, display
@@ -255,10 +298,14 @@ async def show_stream(
     """Stream one prompt, displaying it live; return the final text and the timings.
 
     The returned ``StreamResult`` lets a notebook print the answer and timings in a later,
-    deterministic line, whatever the live view showed.
+    deterministic line, whatever the live view showed. A reply cut by ``max_tokens`` ends the
+    view with a note saying so and what to do (``result.truncated`` is True).
     """
     view = live_display(notebook=notebook, out=out)
     try:
-        return await stream_with_timings(model, prompt_or_messages, on_event=view, **kwargs)
+        result = await stream_with_timings(model, prompt_or_messages, on_event=view, **kwargs)
+        if result.truncated:
+            view.cut()
+        return result
     finally:
         view.close()

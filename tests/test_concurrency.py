@@ -48,11 +48,13 @@ class ScriptedModel(BaseChatModel):
     """Answers ``prompt.upper()``; ``script[prompt]`` lists what the next attempts do first.
 
     An item is an exception to raise, ``"hang"`` (sleep far beyond any timeout) or ``"cut"``
-    (stream two chunks, then end without a finish_reason). ``delays[prompt]`` delays the answer.
+    (stream two chunks, then end without a finish_reason). ``delays[prompt]`` delays the answer;
+    ``gates[prompt]`` (an ``asyncio.Event``) holds it until the test sets the event.
     """
 
     script: dict[str, list[Any]] = Field(default_factory=dict)
     delays: dict[str, float] = Field(default_factory=dict)
+    gates: dict[str, Any] = Field(default_factory=dict)
     calls: list[str] = Field(default_factory=list)
 
     @property
@@ -71,6 +73,8 @@ class ScriptedModel(BaseChatModel):
         if isinstance(action, BaseException):
             raise action
         await asyncio.sleep(self.delays.get(prompt, 0.0))
+        if prompt in self.gates:
+            await self.gates[prompt].wait()
         return action
 
     async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
@@ -204,9 +208,9 @@ async def test_a_cut_stream_is_never_an_answer_and_is_retried() -> None:
 
 async def test_per_request_timeout_is_a_retried_error() -> None:
     model = scripted(alpha=["hang", "hang"], beta=["hang"])
-    outcomes = await amap(model, ["alpha", "beta"], timeout=0.05, retries=1, backoff=FAST, progress=False)
+    outcomes = await amap(model, ["alpha", "beta"], timeout=0.5, retries=1, backoff=FAST, progress=False)
     assert outcomes[0].error_type == "RequestTimeout" and outcomes[0].attempts == 2
-    assert "0.05 s" in outcomes[0].error
+    assert "0.5 s" in outcomes[0].error
     assert outcomes[1].ok and outcomes[1].retried == ["RequestTimeout"]
 
 
@@ -224,7 +228,7 @@ async def test_concurrency_bounds_the_requests_in_flight() -> None:
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
             in_flight -= 1
 
     model = Counting()
@@ -266,7 +270,7 @@ async def test_map_prompts_works_inside_a_running_loop() -> None:
 async def test_on_outcome_gets_each_final_outcome_in_completion_order(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
     model = scripted(beta=[http_error(400)], gamma=[http_error(503)])
-    model.delays = {"alpha": 0.15, "beta": 0.0, "gamma": 0.08, "delta": 0.02}
+    model.gates = {prompt: asyncio.Event() for prompt in ("alpha", "gamma", "delta")}
     seen: list[Outcome] = []
     lines_when_called: list[int] = []
 
@@ -274,12 +278,21 @@ async def test_on_outcome_gets_each_final_outcome_in_completion_order(tmp_path: 
         seen.append(outcome)
         lines_when_called.append(len(path.read_text().splitlines()))
 
-    outcomes = await amap(
-        model, PROMPTS, concurrency=4, backoff=FAST, checkpoint=path, on_outcome=record, progress=False
+    async def until_seen(count: int) -> None:
+        while len(seen) < count:
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(
+        amap(model, PROMPTS, concurrency=4, backoff=FAST, checkpoint=path, on_outcome=record, progress=False)
     )
-    assert [o.index for o in seen] == [1, 3, 2, 0]  # beta is refused at once, gamma retried once
+    await until_seen(1)  # beta is refused at once
+    for count, prompt in enumerate(("delta", "gamma", "alpha"), start=2):  # then released in turn
+        model.gates[prompt].set()
+        await until_seen(count)
+    outcomes = await task
+    assert [o.index for o in seen] == [1, 3, 2, 0]
     assert sorted(seen, key=lambda o: o.index) == outcomes  # the final outcomes, failures included
-    assert outcomes[2].attempts == 2  # called once per prompt, not per attempt
+    assert outcomes[2].attempts == 2  # called once per prompt (gamma was retried), not per attempt
     assert lines_when_called == [1, 2, 3, 4]  # already in the checkpoint when it is called
 
 
@@ -433,7 +446,7 @@ async def test_abatch_as_completed_progress_puts_results_back_in_order(
 async def test_comparison_helpers_refuse_bad_input() -> None:
     with pytest.raises(ValueError, match="concurrency must be >= 1"):
         await abatch_limited(scripted(), PROMPTS, max_concurrency=0)
-    with pytest.raises(TypeError, match="not str"):
+    with pytest.raises(TypeError, match=r"prompts\[1\] is int"):
         await abatch_as_completed_progress(scripted(), ["a", 1])
 
 
@@ -482,7 +495,7 @@ def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) 
     with serve(
         profile="instant", fail_rate=0.1, rate_limit_rate=0.05, disconnect_rate=0.1, **SHORT
     ) as server:
-        model = plain_chat_openai(server, max_tokens=64)
+        model = plain_chat_openai(server, max_tokens=256)
         prompts = [f"question {i}" for i in range(40)]
         outcomes = asyncio.run(
             amap(model, prompts, concurrency=16, retries=8, stream=stream, backoff=SIM_FAST)
@@ -501,7 +514,7 @@ def test_sim_with_retries_off_every_fault_is_a_per_item_error(stream: bool) -> N
     with serve(
         profile="instant", fail_rate=0.15, rate_limit_rate=0.1, disconnect_rate=0.15, **SHORT
     ) as server:
-        model = plain_chat_openai(server, max_tokens=64)
+        model = plain_chat_openai(server, max_tokens=256)
         outcomes = asyncio.run(
             amap(model, [f"q{i}" for i in range(60)], retries=0, stream=stream, progress=False)
         )
@@ -532,7 +545,7 @@ def test_sim_client_errors_are_not_retried() -> None:
     with serve(profile="instant", max_model_len=512, **SHORT) as server:
         too_long = "word " * 2000
         outcomes = asyncio.run(
-            amap(plain_chat_openai(server, max_tokens=16), ["hello", too_long], progress=False)
+            amap(plain_chat_openai(server, max_tokens=200), ["hello", too_long], progress=False)
         )
         wrong_model = ChatOpenAI(base_url=server.base_url, api_key="EMPTY", model="no-such-model")
         [missing] = asyncio.run(amap(wrong_model, ["hello"], progress=False))
@@ -577,7 +590,7 @@ def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> N
     """Cancel mid-batch: prompt return, finished outcomes kept, nothing pending, no socket open."""
     path = tmp_path / "run.jsonl"
     with serve(profile="l4", answer_tokens_mean=100) as server:
-        model = plain_chat_openai(server, max_tokens=100, extra_body=NO_THINKING)
+        model = plain_chat_openai(server, max_tokens=400, extra_body=NO_THINKING)
 
         async def cancel_mid_batch() -> tuple[BatchCancelled, float, int, int]:
             before = asyncio.all_tasks()
@@ -601,7 +614,8 @@ def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> N
         open_after = sockets_to(server)
     outcomes = cancelled.outcomes
     finished = [o for o in outcomes if not o.cancelled]
-    assert in_flight >= 1 and took < 1.0
+    assert in_flight >= 1
+    assert took < min(o.latency_s for o in finished)  # returned before any request could finish
     assert pending == 0 and open_after == 0
     assert len(outcomes) == 24 and 4 <= len(finished) < 24
     assert all(o.ok for o in finished)
@@ -612,7 +626,7 @@ def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path
     path = tmp_path / "run.jsonl"
     prompts = [f"q{i}" for i in range(12)]
     with serve(profile="instant", **SHORT) as server:
-        model = plain_chat_openai(server, max_tokens=32)
+        model = plain_chat_openai(server, max_tokens=256)
         first = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
         sent_first = requests_seen(server)
         again = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
@@ -624,7 +638,7 @@ def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path
 
 def test_sim_one_plain_chat_openai_across_three_asyncio_runs() -> None:
     with serve(profile="instant", **SHORT) as server:
-        model = plain_chat_openai(server, max_tokens=32)
+        model = plain_chat_openai(server, max_tokens=256)
         for _ in range(3):
             outcomes = asyncio.run(amap(model, ["a", "b", "c"], progress=False))
             assert all(o.ok for o in outcomes), summarize(outcomes)
@@ -670,7 +684,8 @@ baseline_tasks = len(asyncio.all_tasks())
 KERNEL_CHECK = """
 cancelled = sys.last_value
 print(type(cancelled).__name__, sum(not o.cancelled for o in cancelled.outcomes),
-      len(cancelled.outcomes), len(asyncio.all_tasks()) - baseline_tasks,
+      len(cancelled.outcomes), sum(o.cancelled and o.attempts == 1 for o in cancelled.outcomes),
+      len(asyncio.all_tasks()) - baseline_tasks,
       sum(1 for c in psutil.Process().net_connections(kind="tcp")
           if c.raddr and c.raddr.port == {port}))
 """
@@ -703,19 +718,18 @@ def test_sim_interrupting_a_notebook_cell_keeps_finished_outcomes(tmp_path: Path
                 while not path.exists() or len(path.read_text().splitlines()) < 4:
                     time.sleep(0.01)
                 manager.interrupt_kernel()
-                interrupted = time.perf_counter()
                 reply = client.get_shell_msg(timeout=30)
                 while reply["parent_header"].get("msg_id") != message_id:
                     reply = client.get_shell_msg(timeout=30)
-                assert time.perf_counter() - interrupted < 5.0
                 assert reply["content"]["ename"] == "BatchCancelled", reply["content"]
                 printed.clear()
                 check = KERNEL_CHECK.format(port=server.port)
                 reply = client.execute_interactive(check, timeout=60, output_hook=collect)
                 assert reply["content"]["status"] == "ok", reply["content"]
-                name, finished, total, tasks_left, sockets_left = "".join(printed).split()
+                name, finished, total, stopped, tasks_left, sockets_left = "".join(printed).split()
                 assert name == "BatchCancelled" and total == "24"
                 assert 4 <= int(finished) < 24
+                assert int(stopped) >= 1  # in-flight requests were stopped, not waited for
                 assert (tasks_left, sockets_left) == ("0", "0")
         finally:
             client.stop_channels()

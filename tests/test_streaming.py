@@ -144,3 +144,40 @@ def test_html_is_escaped() -> None:
     assert "&lt;script&gt;" in view.html() and "a &lt; b" in view.html()
     view.reasoning = "  "
     assert view.html() == '<div style="white-space:pre-wrap">&lt;script&gt;x&lt;/script&gt;</div>'
+
+
+@pytest.fixture(scope="module")
+def long_thinker() -> Iterator[Endpoint]:
+    with serve(profile="instant", think_tokens_mean=200, answer_tokens_mean=50) as server:
+        yield Endpoint(server.base_url, DEFAULT_MODEL)
+
+
+async def test_a_complete_stream_says_how_it_finished(sim: Endpoint) -> None:
+    result = await stream_with_timings(make_chat_model(True, sim), PROMPT)
+    assert result.finish_reason == "stop" and not result.truncated
+    assert "cut" not in str(result.timings)
+
+
+async def test_a_stream_cut_by_max_tokens_says_so(long_thinker: Endpoint) -> None:
+    model = make_chat_model(True, long_thinker, max_tokens=20)
+    result = await stream_with_timings(model, PROMPT)
+    assert result.truncated and result.finish_reason == "length"
+    assert result.reasoning and result.answer == ""  # the cut fell in the thinking
+    assert str(result.timings).endswith("(20 tokens), cut by max_tokens")
+
+
+async def test_show_stream_tells_the_user_the_reply_was_cut(long_thinker: Endpoint) -> None:
+    out = io.StringIO()
+    model = make_chat_model(True, long_thinker, max_tokens=20)
+    result = await show_stream(model, PROMPT, notebook=False, out=out)
+    assert result.truncated
+    last_line = out.getvalue().rstrip("\n").split("\n")[-1]
+    assert last_line.startswith("[cut by max_tokens] no answer was written yet")
+    assert "raise max_tokens" in last_line and "thinking=False" in last_line
+
+
+def test_the_notebook_view_shows_the_cut_note() -> None:
+    view = LiveDisplay(notebook=True)
+    view.reasoning, view.answer = "thinking", "Paris is"
+    view.cut()
+    assert "cut by max_tokens" in view.html() and "the answer above is incomplete" in view.html()
