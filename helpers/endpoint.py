@@ -216,6 +216,11 @@ def embedded_simulator_endpoint(model: str = DEFAULT_MODEL) -> Endpoint:
     return Endpoint(base_url=server.base_url, model=model, kind="simulator", label=label)
 
 
+def embedded_simulator() -> Any:
+    """The ``SimServer`` this process started for ``resolve_endpoint()`` (its ``log_file``, ...), or None."""
+    return _embedded
+
+
 # --- diagnosing ----------------------------------------------------------------------------------
 
 

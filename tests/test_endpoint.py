@@ -259,8 +259,11 @@ def test_embedded_simulator_is_started_once(capsys: pytest.CaptureFixture[str]) 
 
 def test_embedded_simulator_is_served_with_the_tool_flags() -> None:
     """As the README's `vllm serve ... --enable-auto-tool-choice --tool-call-parser hermes`."""
-    diagnosis = diagnose(resolve_endpoint(), tools=True)
+    endpoint = resolve_endpoint()
+    diagnosis = diagnose(endpoint, tools=True)
     assert diagnosis.ok, str(diagnosis)
+    server = endpoint_module.embedded_simulator()
+    assert server.base_url == endpoint.base_url and server.config["enable_auto_tool_choice"]
     assert [check.name for check in diagnosis.checks][-1] == "tools"
 
 
