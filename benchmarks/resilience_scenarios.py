@@ -271,7 +271,7 @@ def server_gone(count: int = 200, *, retries: int = 3, concurrency: int = 16) ->
         path = Path(folder) / "run.jsonl"
         with start_simulator(**settings) as first:
             port = first.port
-            model = kit_model(first, thinking=False, max_tokens=120)
+            model = kit_model(first, thinking=False, max_tokens=400)
             killed: dict[int, dict] = {}
 
             async def kill_half_way_and_restart() -> tuple[SimServer, float]:
@@ -391,7 +391,7 @@ def cancel_task(count: int = 64, *, cancel_after: int = 8, concurrency: int = 8)
         start_simulator(profile="l4", answer_tokens_mean=100) as server,
     ):
         path = Path(folder) / "run.jsonl"
-        model = kit_model(server, thinking=False, max_tokens=120)
+        model = kit_model(server, thinking=False, max_tokens=400)
 
         async def cancel_mid_batch() -> CancelResult:
             before = asyncio.all_tasks()
@@ -432,7 +432,7 @@ from helpers.chat import make_chat_model
 from helpers.concurrency import amap, map_prompts
 from helpers.endpoint import Endpoint
 from helpers.loop import run
-model = make_chat_model(thinking=False, endpoint=Endpoint({base_url!r}), max_tokens=120)
+model = make_chat_model(thinking=False, endpoint=Endpoint({base_url!r}), max_tokens=400)
 prompts = {prompts!r}
 """
 _KERNEL_CHECK = """
@@ -571,7 +571,7 @@ def checkpoint_resume(
     path.unlink(missing_ok=True)
     prompts = numbered_prompts(count)
     with start_simulator(profile="l4", answer_tokens_mean=60) as server:
-        model = kit_model(server, thinking=False, max_tokens=120)
+        model = kit_model(server, thinking=False, max_tokens=400)
 
         async def first_run() -> list[int]:
             seen: list[int] = []
