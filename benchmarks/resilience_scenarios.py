@@ -379,6 +379,12 @@ def sockets_to(port: int, pid: int | None = None) -> int:
     return sum(1 for c in process.net_connections(kind="tcp") if c.raddr and c.raddr.port == port)
 
 
+def _batch_tasks() -> set[asyncio.Task]:
+    """The running loop's tasks, less the kit model's per-loop pool closer (it lives as long as the
+    loop, one per loop: not a task a batch left behind)."""
+    return {t for t in asyncio.all_tasks() if not t.get_name().startswith("helpers.chat:")}
+
+
 def _lines(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
 
@@ -394,7 +400,7 @@ def cancel_task(count: int = 64, *, cancel_after: int = 8, concurrency: int = 8)
         model = kit_model(server, thinking=False, max_tokens=400)
 
         async def cancel_mid_batch() -> CancelResult:
-            before = asyncio.all_tasks()
+            before = _batch_tasks()
             task = asyncio.create_task(
                 amap(model, prompts, concurrency=concurrency, checkpoint=path, progress=False)
             )
@@ -418,7 +424,7 @@ def cancel_task(count: int = 64, *, cancel_after: int = 8, concurrency: int = 8)
                 finished=_lines(path),
                 kept=sum(not o.cancelled for o in outcomes),
                 in_flight_sockets=in_flight,
-                pending_tasks=len(asyncio.all_tasks() - before),
+                pending_tasks=len(_batch_tasks() - before),
                 open_sockets=sockets_to(server.port),
                 error_type=error_type,
             )
@@ -434,13 +440,15 @@ from helpers.endpoint import Endpoint
 from helpers.loop import run
 model = make_chat_model(thinking=False, endpoint=Endpoint({base_url!r}), max_tokens=400)
 prompts = {prompts!r}
+def _batch_tasks():  # the kit model's per-loop pool closer lives as long as the loop: not a leak
+    return {{t for t in asyncio.all_tasks() if not t.get_name().startswith("helpers.chat:")}}
 """
 _KERNEL_CHECK = """
 async def _pending_on_helpers_loop():
-    return len(asyncio.all_tasks()) - 1
+    return len(_batch_tasks()) - 1
 _error = sys.last_value
 _kept = sum(not o.cancelled for o in getattr(_error, "outcomes", []))
-_pending = len(asyncio.all_tasks()) - 1 - _tasks_before + run(_pending_on_helpers_loop())
+_pending = len(_batch_tasks()) - 1 - _tasks_before + run(_pending_on_helpers_loop())
 _sockets = sum(1 for c in psutil.Process().net_connections(kind="tcp")
                if c.raddr and c.raddr.port == {port})
 print(type(_error).__name__, _kept, _pending, _sockets)
@@ -472,7 +480,7 @@ def cancel_in_kernel(count: int = 64, *, cancel_after: int = 8, concurrency: int
             _execute(client, _KERNEL_SETUP.format(base_url=server.base_url, prompts=prompts))
             for how, template in _KERNEL_CELLS.items():
                 path = Path(folder) / f"run{len(results)}.jsonl"
-                _execute(client, "_tasks_before = len(asyncio.all_tasks()) - 1")
+                _execute(client, "_tasks_before = len(_batch_tasks()) - 1")
                 # stop_on_error=False: an interrupted cell must not make the kernel abort the check
                 # cell sent right after it (ipykernel's default), which failed this run at random.
                 msg_id = client.execute(
