@@ -56,7 +56,7 @@ def fleet_throughput(replicas: int) -> tuple[float, float]:
     return figures["request_throughput"], replicas * ideal.request_throughput
 
 
-def batch_file(path: Path, count: int, max_tokens: int = 48) -> Path:
+def batch_file(path: Path, count: int, max_tokens: int = 240) -> Path:
     with path.open("w", encoding="utf-8") as lines:
         for index in range(count):
             body = {"messages": [{"role": "user", "content": f"问题 {index}"}], "max_tokens": max_tokens}
@@ -97,7 +97,7 @@ def batch_rates(folder: Path, count: int = 300) -> dict[str, float]:
 
 def killed_replica(folder: Path, count: int = 120) -> tuple[int, int, int]:
     """(lines written, custom_ids answered, lines lost) when one of two replicas dies mid-batch."""
-    inputs = batch_file(folder / "kill-in.jsonl", count, max_tokens=64)
+    inputs = batch_file(folder / "kill-in.jsonl", count)
     output = folder / "kill-out.jsonl"
     with serve_fleet(2, profile="l4", answer_tokens_mean=60, think_tokens_mean=0) as fleet:
         victim = fleet.replicas[1]
