@@ -213,3 +213,35 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+MOCK_ENDPOINT_KEY = "sk-test-123"
+
+
+def replayed_model(name: str, seen: list[dict] | None = None, **kwargs):
+    """The kit's chat model with every request answered by one transcript (sync and async)."""
+    from helpers.chat import make_chat_model
+    from helpers.endpoint import Endpoint
+
+    return make_chat_model(
+        endpoint=Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key=MOCK_ENDPOINT_KEY),
+        http_client=sdk_httpx.Client(transport=replay_transport(name, seen)),
+        http_async_client=sdk_httpx.AsyncClient(transport=replay_transport(name, seen)),
+        max_retries=0,
+        **kwargs,
+    )
+
+
+TOOL_FLAGS = {"enable_auto_tool_choice": True, "tool_call_parser": "hermes"}
+
+
+@contextmanager
+def tool_simulator_client() -> Iterator[httpx.Client]:
+    """An httpx client on a simulator started with vLLM's tool flags (the transcripts' server)."""
+    from helpers.sim import serve
+
+    with (
+        serve(profile="instant", max_model_len=2048, think_tokens_mean=24, **TOOL_FLAGS) as server,
+        httpx.Client(base_url=server.root_url, timeout=30) as client,
+    ):
+        yield client

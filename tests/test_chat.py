@@ -9,24 +9,13 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
-from support import load_transcript, replay_transport
+from support import load_transcript, replay_transport, replayed_model
 
-from helpers.chat import REASONING_KEY, ReasoningChatOpenAI, make_chat_model, thinking_extra_body
+from helpers.chat import REASONING_KEY, make_chat_model, thinking_extra_body
 from helpers.endpoint import DEFAULT_MODEL, Endpoint
 from helpers.sim import serve
 
 MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test-123")
-
-
-def replayed(name: str, seen: list[dict] | None = None, **kwargs) -> ReasoningChatOpenAI:
-    """Our model, answering every request with one transcript."""
-    return make_chat_model(
-        endpoint=MOCK,
-        http_client=httpx.Client(transport=replay_transport(name, seen)),
-        http_async_client=httpx.AsyncClient(transport=replay_transport(name, seen)),
-        max_retries=0,
-        **kwargs,
-    )
 
 
 def plain_replayed(name: str) -> ChatOpenAI:
@@ -58,7 +47,7 @@ def test_plain_chatopenai_drops_the_reasoning() -> None:
 
 def test_ours_keeps_the_reasoning() -> None:
     message = transcript_message("qwen3-parser-chat-thinking")
-    reply = replayed("qwen3-parser-chat-thinking").invoke("你是谁?")
+    reply = replayed_model("qwen3-parser-chat-thinking").invoke("你是谁?")
     assert reply.additional_kwargs[REASONING_KEY] == message["reasoning"]
     assert reply.content == message["content"]
     assert reply.usage_metadata["output_token_details"] == {"reasoning": 13}
@@ -67,7 +56,7 @@ def test_ours_keeps_the_reasoning() -> None:
 @pytest.mark.parametrize("parser", ["qwen3-parser", "deepseek-r1-parser"])
 async def test_every_call_style_keeps_the_reasoning(parser: str) -> None:
     message = transcript_message(f"{parser}-chat-thinking")
-    model = replayed(f"{parser}-chat-thinking")
+    model = replayed_model(f"{parser}-chat-thinking")
     replies = [
         model.invoke("q"),
         await model.ainvoke("q"),
@@ -86,7 +75,7 @@ async def test_every_streamed_chunk_carries_reasoning_content(parser: str) -> No
     deltas = [c["delta"] for e in events for c in e.get("choices", [])]
     reasoning = "".join(d.get("reasoning") or "" for d in deltas)
     answer = "".join(d.get("content") or "" for d in deltas)
-    model = replayed(f"{parser}-stream-thinking-usage")
+    model = replayed_model(f"{parser}-stream-thinking-usage")
     for chunks in (list(model.stream("q")), [c async for c in model.astream("q")]):
         assert all(REASONING_KEY in chunk.additional_kwargs for chunk in chunks)
         merged = sum(chunks[1:], chunks[0])
@@ -98,7 +87,7 @@ async def test_every_streamed_chunk_carries_reasoning_content(parser: str) -> No
 
 async def test_streaming_true_makes_invoke_stream_and_still_split() -> None:
     seen: list[dict] = []
-    model = replayed("qwen3-parser-stream-thinking-usage", seen, streaming=True)
+    model = replayed_model("qwen3-parser-stream-thinking-usage", seen, streaming=True)
     reply = await model.ainvoke("q")
     assert seen[0]["stream"] is True and seen[0]["stream_options"] == {"include_usage": True}
     assert reply.additional_kwargs[REASONING_KEY] == " learnsN��edick�}�~本�"
@@ -124,7 +113,7 @@ def test_inline_think_block_of_a_server_without_parser() -> None:
 
 
 def test_cut_inside_thinking_gives_empty_content() -> None:
-    reply = replayed("qwen3-parser-chat-seed-style-extra-body").invoke("q")
+    reply = replayed_model("qwen3-parser-chat-seed-style-extra-body").invoke("q")
     assert reply.content == ""
     assert reply.additional_kwargs[REASONING_KEY]
     assert reply.response_metadata["finish_reason"] == "length"
@@ -139,7 +128,7 @@ def test_cut_inside_thinking_gives_empty_content() -> None:
 )
 def test_thinking_switch_is_chat_template_kwargs(thinking: bool | None, expected) -> None:
     seen: list[dict] = []
-    replayed("qwen3-parser-chat-no-thinking", seen, thinking=thinking).invoke("q")
+    replayed_model("qwen3-parser-chat-no-thinking", seen, thinking=thinking).invoke("q")
     assert seen[0].get("chat_template_kwargs") == expected
     assert "enable_thinking" not in seen[0]  # never the DashScope-style top-level flag
 
@@ -148,17 +137,19 @@ def test_extra_body_is_merged_not_replaced() -> None:
     body = thinking_extra_body(False, {"top_k": 20, "chat_template_kwargs": {"x": 1}})
     assert body == {"top_k": 20, "chat_template_kwargs": {"x": 1, "enable_thinking": False}}
     seen: list[dict] = []
-    replayed("qwen3-parser-chat-no-thinking", seen, thinking=False, extra_body={"top_k": 20}).invoke("q")
+    replayed_model("qwen3-parser-chat-no-thinking", seen, thinking=False, extra_body={"top_k": 20}).invoke(
+        "q"
+    )
     assert seen[0]["top_k"] == 20 and seen[0]["chat_template_kwargs"] == {"enable_thinking": False}
 
 
 def test_recommended_sampling_per_mode_and_overrides() -> None:
     for thinking, (temperature, top_p) in [(True, (0.6, 0.95)), (False, (0.7, 0.8))]:
         seen: list[dict] = []
-        replayed("qwen3-parser-chat-no-thinking", seen, thinking=thinking).invoke("q")
+        replayed_model("qwen3-parser-chat-no-thinking", seen, thinking=thinking).invoke("q")
         assert (seen[0]["temperature"], seen[0]["top_p"]) == (temperature, top_p)
     seen = []
-    replayed("qwen3-parser-chat-no-thinking", seen, temperature=0.0, max_tokens=8).invoke("q")
+    replayed_model("qwen3-parser-chat-no-thinking", seen, temperature=0.0, max_tokens=8).invoke("q")
     assert seen[0]["temperature"] == 0.0 and seen[0]["max_completion_tokens"] == 8
 
 

@@ -10,25 +10,14 @@ import openai
 import pytest
 from langchain_core.exceptions import ModelInvalidRequestError
 from langchain_core.messages import AIMessageChunk
-from langchain_openai._compat import httpx
 from pydantic import BaseModel, Field
-from support import load_transcript, replay_transport
+from support import load_transcript, replayed_model
 
-from helpers.chat import REASONING_KEY, ReasoningChatOpenAI, make_chat_model
+from helpers.chat import REASONING_KEY
 from helpers.endpoint import SERVE_HINT, Endpoint
 from helpers.retry import classify, describe
 
-MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test")
-
-
-def replayed(name: str, seen: list[dict] | None = None, **kwargs) -> ReasoningChatOpenAI:
-    return make_chat_model(
-        endpoint=MOCK,
-        http_client=httpx.Client(transport=replay_transport(name, seen)),
-        http_async_client=httpx.AsyncClient(transport=replay_transport(name, seen)),
-        max_retries=0,
-        **kwargs,
-    )
+MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test-123")
 
 
 def wire_message(name: str) -> dict:
@@ -99,7 +88,7 @@ def calls_of(message) -> list[dict]:
 )
 def test_every_tool_choice_reaches_the_server(tool_choice, sent) -> None:
     seen: list[dict] = []
-    model = replayed("hermes-qwen3-tools-none", seen).bind_tools(TOOLS, tool_choice=tool_choice)
+    model = replayed_model("hermes-qwen3-tools-none", seen).bind_tools(TOOLS, tool_choice=tool_choice)
     model.invoke("北京今天天气怎么样?")
     assert seen[0].get("tool_choice") == sent
     assert [tool["function"]["name"] for tool in seen[0]["tools"]] == ["GetWeather", "Add"]
@@ -116,7 +105,7 @@ def test_every_tool_choice_reaches_the_server(tool_choice, sent) -> None:
 )
 async def test_tool_calls_are_parsed_and_content_and_reasoning_kept(name: str) -> None:
     message = wire_message(name)
-    model = replayed(name).bind_tools(TOOLS)
+    model = replayed_model(name).bind_tools(TOOLS)
     for reply in (model.invoke("q"), await model.ainvoke("q")):
         assert calls_of(reply) == wire_calls(name)
         assert reply.content == (message["content"] or "")
@@ -126,7 +115,7 @@ async def test_tool_calls_are_parsed_and_content_and_reasoning_kept(name: str) -
 
 
 def test_parallel_calls_are_two_calls() -> None:
-    reply = replayed("hermes-qwen3-tools-auto-parallel").bind_tools(TOOLS).invoke("q")
+    reply = replayed_model("hermes-qwen3-tools-auto-parallel").bind_tools(TOOLS).invoke("q")
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [
         ("get_weather", {"city": "北京"}),
         ("add", {"a": 2, "b": 3}),
@@ -134,14 +123,14 @@ def test_parallel_calls_are_two_calls() -> None:
 
 
 def test_thinking_is_kept_next_to_the_call() -> None:
-    reply = replayed("hermes-qwen3-tools-auto-thinking-wellformed").bind_tools(TOOLS).invoke("q")
+    reply = replayed_model("hermes-qwen3-tools-auto-thinking-wellformed").bind_tools(TOOLS).invoke("q")
     assert reply.additional_kwargs[REASONING_KEY] == "�NRȇ�ick�}5~�"
     assert reply.tool_calls[0]["args"] == {"city": "北京"}
     assert reply.usage_metadata["output_token_details"] == {"reasoning": 13}
 
 
 def test_a_malformed_call_lands_as_raw_text_in_content() -> None:
-    reply = replayed("hermes-qwen3-tools-auto-malformed").bind_tools(TOOLS).invoke("q")
+    reply = replayed_model("hermes-qwen3-tools-auto-malformed").bind_tools(TOOLS).invoke("q")
     assert reply.tool_calls == [] and reply.invalid_tool_calls == []
     assert reply.content.startswith("<tool_call>\n{") and reply.content.endswith("</tool_call>")
     assert reply.response_metadata["finish_reason"] == "stop"
@@ -150,7 +139,7 @@ def test_a_malformed_call_lands_as_raw_text_in_content() -> None:
 @pytest.mark.parametrize("name", ["hermes-qwen3-tools-named", "hermes-qwen3-tools-named-thinking"])
 def test_a_named_call_with_arguments_that_are_no_object_is_an_invalid_call(name: str) -> None:
     # the random model wrote `true` as arguments: LangChain's own parser would crash on it
-    model = replayed(name).bind_tools(TOOLS, tool_choice="get_weather")
+    model = replayed_model(name).bind_tools(TOOLS, tool_choice="get_weather")
     reply = model.invoke("q")
     assert reply.response_metadata["finish_reason"] == "stop"
     assert reply.tool_calls == []
@@ -166,7 +155,9 @@ def test_a_named_call_with_arguments_that_are_no_object_is_an_invalid_call(name:
 
 def test_a_named_call_streamed_finishes_with_stop() -> None:
     chunks = list(
-        replayed("hermes-qwen3-tools-named-stream").bind_tools(TOOLS, tool_choice="get_weather").stream("q")
+        replayed_model("hermes-qwen3-tools-named-stream")
+        .bind_tools(TOOLS, tool_choice="get_weather")
+        .stream("q")
     )
     merged = sum(chunks[1:], chunks[0])
     assert merged.response_metadata["finish_reason"] == "stop"
@@ -186,7 +177,7 @@ def test_a_named_call_streamed_finishes_with_stop() -> None:
     ],
 )
 async def test_streamed_tool_call_chunks_merge_into_tool_calls(name: str) -> None:
-    model = replayed(name).bind_tools(TOOLS)
+    model = replayed_model(name).bind_tools(TOOLS)
     for chunks in (list(model.stream("q")), [c async for c in model.astream("q")]):
         assert all(REASONING_KEY in chunk.additional_kwargs for chunk in chunks)
         assert any(chunk.tool_call_chunks for chunk in chunks)
@@ -198,14 +189,16 @@ async def test_streamed_tool_call_chunks_merge_into_tool_calls(name: str) -> Non
 
 
 def test_streamed_text_before_the_call_stays_in_content() -> None:
-    chunks = list(replayed("hermes-qwen3-tools-auto-text-then-call-stream").bind_tools(TOOLS).stream("q"))
+    chunks = list(
+        replayed_model("hermes-qwen3-tools-auto-text-then-call-stream").bind_tools(TOOLS).stream("q")
+    )
     merged = sum(chunks[1:], chunks[0])
     assert merged.content == "我来查一下。\n\n"
 
 
 async def test_astream_events_carry_tool_call_chunks_and_the_final_message() -> None:
     name = "hermes-qwen3-tools-auto-thinking-wellformed-stream"
-    model = replayed(name).bind_tools(TOOLS)
+    model = replayed_model(name).bind_tools(TOOLS)
     events = [event async for event in model.astream_events("q", version="v2")]
     streamed = [e["data"]["chunk"] for e in events if e["event"] == "on_chat_model_stream"]
     assert any(chunk.tool_call_chunks for chunk in streamed)
@@ -255,7 +248,7 @@ REVIEW_SCHEMA = {
 @pytest.mark.parametrize("method", ["json_schema", "json_mode"])
 async def test_structured_output_parses_the_json_reply(schema, expected, method: str) -> None:
     seen: list[dict] = []
-    model = replayed("hermes-qwen3-structured-json-schema-enum", seen).with_structured_output(
+    model = replayed_model("hermes-qwen3-structured-json-schema-enum", seen).with_structured_output(
         schema, method=method
     )
     assert model.invoke("评论: 太好用了, 五星! 输出 JSON。") == expected
@@ -271,7 +264,7 @@ async def test_structured_output_parses_the_json_reply(schema, expected, method:
 
 
 def test_structured_output_with_include_raw_keeps_the_reasoning() -> None:
-    model = replayed("hermes-qwen3-structured-json-schema-enum-thinking").with_structured_output(
+    model = replayed_model("hermes-qwen3-structured-json-schema-enum-thinking").with_structured_output(
         Review, include_raw=True
     )
     result = model.invoke("q")
@@ -287,7 +280,7 @@ def test_structured_output_with_include_raw_keeps_the_reasoning() -> None:
 @pytest.mark.parametrize("method", ["json_schema", "json_mode"])
 def test_structured_output_cut_by_max_tokens_is_an_error_not_a_result(schema, method: str) -> None:
     # the openai SDK's parse, which LangChain uses for response_format, refuses a cut reply
-    model = replayed("hermes-qwen3-structured-json-schema-cut")
+    model = replayed_model("hermes-qwen3-structured-json-schema-cut")
     with pytest.raises(openai.LengthFinishReasonError, match="length limit"):
         model.with_structured_output(schema, method=method, include_raw=True).invoke("q")
     cut = openai.LengthFinishReasonError(
@@ -310,7 +303,7 @@ class get_weather(BaseModel):  # the tool name the transcript's call uses
 
 def test_structured_output_by_function_calling_uses_a_named_tool() -> None:
     seen: list[dict] = []
-    model = replayed("hermes-qwen3-tools-auto-thinking-wellformed", seen).with_structured_output(
+    model = replayed_model("hermes-qwen3-tools-auto-thinking-wellformed", seen).with_structured_output(
         get_weather, method="function_calling", include_raw=True
     )
     result = model.invoke("北京今天天气怎么样?")
@@ -333,7 +326,7 @@ def test_structured_output_by_function_calling_uses_a_named_tool() -> None:
 )
 async def test_tools_refused_for_missing_flags_say_which_flags_to_add(name: str, tool_choice) -> None:
     original = load_transcript(name).json()["error"]["message"]
-    model = replayed(name).bind_tools([get_weather, Add], tool_choice=tool_choice)
+    model = replayed_model(name).bind_tools([get_weather, Add], tool_choice=tool_choice)
 
     async def first_async_chunk():
         async for chunk in model.astream("q"):
@@ -361,12 +354,12 @@ async def test_tools_refused_for_missing_flags_say_which_flags_to_add(name: str,
 
 
 def test_tool_choice_none_works_without_the_flags() -> None:
-    reply = replayed("noflags-qwen3-tools-none").bind_tools(TOOLS, tool_choice="none").invoke("q")
+    reply = replayed_model("noflags-qwen3-tools-none").bind_tools(TOOLS, tool_choice="none").invoke("q")
     assert reply.tool_calls == [] and isinstance(reply.content, str)
 
 
 def test_other_bad_requests_are_left_alone() -> None:
-    model = replayed("hermes-qwen3-tools-unknown-named").bind_tools(TOOLS, tool_choice="GetWeather")
+    model = replayed_model("hermes-qwen3-tools-unknown-named").bind_tools(TOOLS, tool_choice="GetWeather")
     with pytest.raises(openai.BadRequestError) as raised:
         model.invoke("q")
     assert SERVE_HINT not in str(raised.value)
@@ -374,7 +367,7 @@ def test_other_bad_requests_are_left_alone() -> None:
 
 def test_content_blocks_output_keeps_reasoning_on_every_chunk() -> None:
     name = "hermes-qwen3-tools-auto-thinking-wellformed-stream"
-    chunks = list(replayed(name, output_version="v1").bind_tools(TOOLS).stream("q"))
+    chunks = list(replayed_model(name, output_version="v1").bind_tools(TOOLS).stream("q"))
     assert all(REASONING_KEY in chunk.additional_kwargs for chunk in chunks)
     merged = sum(chunks[1:], chunks[0])
     assert merged.additional_kwargs[REASONING_KEY] == streamed_reasoning(name)

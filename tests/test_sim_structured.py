@@ -15,19 +15,12 @@ import httpx
 import jsonschema
 import orjson
 import pytest
-from support import load_transcript, shape, text_or_null
-
-from helpers.sim import serve
-
-TOOL_FLAGS = {"enable_auto_tool_choice": True, "tool_call_parser": "hermes"}
+from support import load_transcript, shape, text_or_null, tool_simulator_client
 
 
 @pytest.fixture(scope="module")
 def client():
-    with (
-        serve(profile="instant", max_model_len=2048, think_tokens_mean=24, **TOOL_FLAGS) as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
-    ):
+    with tool_simulator_client() as client:
         yield client
 
 

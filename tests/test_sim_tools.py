@@ -15,21 +15,17 @@ import re
 import httpx
 import orjson
 import pytest
-from support import load_transcript, shape, text_or_null
+from support import TOOL_FLAGS, load_transcript, shape, text_or_null, tool_simulator_client
 
 from helpers.sim import serve
 from helpers.sim.config import SimConfig
 
 TOOL_ID = re.compile(r"^chatcmpl-tool-[0-9a-f]{16}$")
-TOOL_FLAGS = {"enable_auto_tool_choice": True, "tool_call_parser": "hermes"}
 
 
 @pytest.fixture(scope="module")
 def hermes():
-    with (
-        serve(profile="instant", max_model_len=2048, think_tokens_mean=24, **TOOL_FLAGS) as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
-    ):
+    with tool_simulator_client() as client:
         yield client
 
 
