@@ -51,6 +51,7 @@ from langchain_openai._compat import httpx  # the httpx flavour the openai SDK i
 from tqdm.auto import tqdm
 
 from helpers.checkpoint import Checkpoint
+from helpers.endpoint import KEEPALIVE_EXPIRY_S
 from helpers.inputs import as_record, checked_items
 from helpers.loop import run
 from helpers.outcomes import CANCELLED, TRUNCATED, Outcome, outcomes_to_frame, summarize
@@ -155,7 +156,11 @@ def _retry_free_copy(chat_model: Any, pools: list[Any], pool_size: int) -> Any:
             )
         return chat_model
     if getattr(chat_model, "http_async_client", None) is None:
-        limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        limits = httpx.Limits(
+            max_connections=pool_size,
+            max_keepalive_connections=pool_size,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        )
         own_pool = openai.DefaultAsyncHttpxClient(limits=limits)
         pools.append(own_pool)
         client = root.copy(max_retries=0, http_client=own_pool)

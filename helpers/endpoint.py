@@ -45,6 +45,9 @@ _TOOL_FLAGS_REFUSED = (
     "requires --tool-call-parser to be set",
 )
 DEFAULT_PROBE_TIMEOUT_S = 5.0
+# vLLM closes idle keep-alive connections after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE); a client that keeps
+# them as long (httpx's default) reuses one just as the server closes it: ReadError. Expire sooner.
+KEEPALIVE_EXPIRY_S = 4.0
 
 EndpointKind = Literal["simulator", "server"]
 

@@ -734,3 +734,14 @@ def test_sim_interrupting_a_notebook_cell_keeps_finished_outcomes(tmp_path: Path
         finally:
             client.stop_channels()
             manager.shutdown_kernel(now=True)
+
+
+def test_amaps_own_pool_expires_idle_connections_before_vllms_keep_alive():
+    """vLLM closes idle connections after 5 s; a pool keeping them as long reuses one just as the
+    server closes it (ReadError, issue seen with the lean client at high concurrency)."""
+    from helpers.chat import make_chat_model
+    from helpers.concurrency import _retry_free_copy
+
+    pools: list = []
+    _retry_free_copy(make_chat_model(base_url="http://vllm.test/v1"), pools, 8)
+    assert pools and pools[0]._transport._pool._keepalive_expiry < 5.0

@@ -22,12 +22,13 @@ import httpx
 import orjson
 
 from helpers.bench.records import RequestRecord, tokens_from_chunks
+from helpers.endpoint import KEEPALIVE_EXPIRY_S
 from helpers.reasoning import ReasoningStream, reasoning_field
 
 DEFAULT_TIMEOUT_S = 300.0
 # vLLM closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE = 5 s, and httpx's default expiry
 # is 5 s too: a connection was then reused just as the server closed it. Expire ours first.
-DEFAULT_KEEPALIVE_EXPIRY_S = 4.0
+DEFAULT_KEEPALIVE_EXPIRY_S = KEEPALIVE_EXPIRY_S
 clock = time.perf_counter  # the one clock of every timestamp (tests replace it)
 
 
