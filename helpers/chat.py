@@ -45,11 +45,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 import json
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -172,16 +173,73 @@ class _LoopLocal:
         return f"<one {type(self._template).__name__} per event loop>"
 
 
-class _ChatCompletionsOf:
-    """``client.chat.completions`` of whatever client a ``_LoopLocal`` resolves to."""
+class _DictCompletions:
+    """``client.chat.completions`` whose replies are the server's JSON as dicts, not SDK models.
 
-    def __init__(self, clients: _LoopLocal) -> None:
-        self._clients = clients
+    ChatOpenAI turns every reply and every streamed chunk back into a dict (``model_dump()``)
+    before reading it; building the openai SDK's pydantic models first was 40% of the client's
+    CPU on a stream. The SDK's own ``with_raw_response.create(...)`` sends the request (its
+    retries, timeouts and error mapping unchanged) and ``parse(to=object)`` (``to=
+    AsyncStream[object]`` for a stream) returns the decoded JSON as it came. Everything else
+    (``parse``, ``stream``, ``with_streaming_response``) is the SDK's resource itself.
+    """
+
+    def __init__(self, completions: Callable[[], Any], stream_cls: type) -> None:
+        self._completions = completions  # resolved per call: the running loop's client
+        self._stream_cls = stream_cls
+
+    @property
+    def with_raw_response(self) -> _RawDicts:
+        return _RawDicts(self._completions().with_raw_response, self._stream_cls)
+
+    def create(self, **payload: Any) -> Any:
+        return self.with_raw_response.create(**payload).parse()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle probes before __init__ ran; private attributes
+            raise AttributeError(name)
+        return getattr(self._completions(), name)
+
+
+class _AsyncDictCompletions(_DictCompletions):
+    async def create(self, **payload: Any) -> Any:
+        raw = await self.with_raw_response.create(**payload)
+        return raw.parse()
+
+
+class _RawDicts:
+    """``with_raw_response`` whose responses ``parse()`` to dicts (a stream: to a stream of dicts)."""
+
+    def __init__(self, raw_completions: Any, stream_cls: type) -> None:
+        self._raw_completions = raw_completions
+        self._stream_cls = stream_cls
+
+    def create(self, **payload: Any) -> Any:
+        reply = self._raw_completions.create(**payload)
+        to = self._stream_cls if payload.get("stream") else object
+        if inspect.isawaitable(reply):
+            return _parsed_later(reply, to)
+        return _ParsesTo(reply, to)
+
+
+async def _parsed_later(reply: Awaitable[Any], to: type) -> _ParsesTo:
+    return _ParsesTo(await reply, to)
+
+
+class _ParsesTo:
+    """An SDK raw response (headers, ``http_response``, ...) whose ``parse()`` returns ``to``."""
+
+    def __init__(self, raw: Any, to: type) -> None:
+        self._raw = raw
+        self._to = to
+
+    def parse(self) -> Any:
+        return self._raw.parse(to=self._to)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self._clients.current().chat.completions, name)
+        return getattr(self._raw, name)
 
 
 class ReasoningChatOpenAI(ChatOpenAI):
@@ -192,12 +250,18 @@ class ReasoningChatOpenAI(ChatOpenAI):
 
     @model_validator(mode="after")
     def _one_async_client_per_loop(self) -> Self:
-        """Replace the shared async client with one per event loop (unless the user gave one)."""
-        if self.http_async_client is not None or isinstance(self.root_async_client, _LoopLocal):
-            return self
-        clients = _LoopLocal(self.root_async_client)
-        self.root_async_client = clients
-        self.async_client = _ChatCompletionsOf(clients)
+        """Replace the shared async client with one per event loop (unless the user gave one), and
+        have chat completions return dicts (see ``_DictCompletions``)."""
+        if self.http_async_client is None and not isinstance(self.root_async_client, _LoopLocal):
+            self.root_async_client = _LoopLocal(self.root_async_client)
+        if self.root_async_client is not None and not isinstance(self.async_client, _DictCompletions):
+            root_async = self.root_async_client
+            self.async_client = _AsyncDictCompletions(
+                lambda: root_async.chat.completions, openai.AsyncStream[object]
+            )
+        if self.root_client is not None and not isinstance(self.client, _DictCompletions):
+            root = self.root_client
+            self.client = _DictCompletions(lambda: root.chat.completions, openai.Stream[object])
         return self
 
     @property
