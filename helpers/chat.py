@@ -49,12 +49,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import inspect
 import json
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -65,6 +64,8 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
 from langchain_openai.chat_models.base import OpenAIInvalidRequestError
+from openai._base_client import make_request_options
+from openai._constants import RAW_RESPONSE_HEADER
 from pydantic import SecretStr, model_validator
 
 from helpers.endpoint import TOOLS_HINT, Endpoint, resolve_endpoint, server_endpoint, tool_flags_missing
@@ -178,72 +179,66 @@ class _LoopLocal:
 
 
 class _DictCompletions:
-    """``client.chat.completions`` whose replies are the server's JSON as dicts, not SDK models.
+    """``client.chat.completions`` for ChatOpenAI: ``create`` returns the server's JSON as dicts.
 
     ChatOpenAI turns every reply and every streamed chunk back into a dict (``model_dump()``)
-    before reading it; building the openai SDK's pydantic models first was 40% of the client's
-    CPU on a stream. The SDK's own ``with_raw_response.create(...)`` sends the request (its
-    retries, timeouts and error mapping unchanged) and ``parse(to=object)`` (``to=
-    AsyncStream[object]`` for a stream) returns the decoded JSON as it came. Everything else
-    (``parse``, ``stream``, ``with_streaming_response``) is the SDK's resource itself.
+    before reading it, and its payload is JSON already; the openai SDK's ``create`` would check
+    that payload against its TypedDicts and build pydantic models of the reply (on a stream, 40%
+    of the client's CPU). ``create`` and ``with_raw_response.create`` here send the same request
+    through the SDK's ``client.post`` (its headers, auth, retries, timeouts and error mapping
+    unchanged) with ``cast_to=object``: a dict, or a stream of dicts. Everything else (``parse``,
+    ``stream``, ``with_streaming_response``) is the SDK's resource itself.
     """
 
-    def __init__(self, completions: Callable[[], Any], stream_cls: type) -> None:
-        self._completions = completions  # resolved per call: the running loop's client
-        self._stream_cls = stream_cls
-
-    @property
-    def with_raw_response(self) -> _RawDicts:
-        return _RawDicts(self._completions().with_raw_response, self._stream_cls)
+    def __init__(self, client: Callable[[], Any], stream_cls: type) -> None:
+        self._client = client  # resolved per call: the running loop's client
+        self._stream_cls = stream_cls  # openai.Stream[object] or openai.AsyncStream[object]
 
     def create(self, **payload: Any) -> Any:
-        return self.with_raw_response.create(**payload).parse()
+        """The reply as a dict (a stream of dicts); awaitable for an async client."""
+        return _post_chat_completion(self._client(), payload, self._stream_cls, raw=False)
+
+    @property
+    def with_raw_response(self) -> _RawDictCompletions:
+        return _RawDictCompletions(self)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # copy/pickle probes before __init__ ran; private attributes
             raise AttributeError(name)
-        return getattr(self._completions(), name)
+        return getattr(self._client().chat.completions, name)
 
 
-class _AsyncDictCompletions(_DictCompletions):
-    async def create(self, **payload: Any) -> Any:
-        raw = await self.with_raw_response.create(**payload)
-        return raw.parse()
+class _RawDictCompletions:
+    """``with_raw_response``: the SDK's raw response (headers, ...) whose ``parse()`` is a dict."""
 
-
-class _RawDicts:
-    """``with_raw_response`` whose responses ``parse()`` to dicts (a stream: to a stream of dicts)."""
-
-    def __init__(self, raw_completions: Any, stream_cls: type) -> None:
-        self._raw_completions = raw_completions
-        self._stream_cls = stream_cls
+    def __init__(self, completions: _DictCompletions) -> None:
+        self._completions = completions
 
     def create(self, **payload: Any) -> Any:
-        reply = self._raw_completions.create(**payload)
-        to = self._stream_cls if payload.get("stream") else object
-        if inspect.isawaitable(reply):
-            return _parsed_later(reply, to)
-        return _ParsesTo(reply, to)
+        completions = self._completions
+        return _post_chat_completion(completions._client(), payload, completions._stream_cls, raw=True)
 
 
-async def _parsed_later(reply: Awaitable[Any], to: type) -> _ParsesTo:
-    return _ParsesTo(await reply, to)
+def _post_chat_completion(client: Any, payload: dict[str, Any], stream_cls: type, *, raw: bool) -> Any:
+    """What ``client.chat.completions.create(**payload)`` sends, with ``cast_to=object``."""
+    body = {key: value for key, value in payload.items() if not isinstance(value, _NOT_GIVEN_TYPES)}
+    headers = body.pop("extra_headers", None)
+    if raw:
+        headers = {RAW_RESPONSE_HEADER: "true", **(headers or {})}
+    options = make_request_options(
+        extra_headers=headers,
+        extra_query=body.pop("extra_query", None),
+        extra_body=body.pop("extra_body", None),
+        timeout=body.pop("timeout", openai.NOT_GIVEN),
+        security={"bearer_auth": True},
+    )
+    stream = bool(body.get("stream"))
+    return client.post(
+        "/chat/completions", body=body, options=options, cast_to=object, stream=stream, stream_cls=stream_cls
+    )
 
 
-class _ParsesTo:
-    """An SDK raw response (headers, ``http_response``, ...) whose ``parse()`` returns ``to``."""
-
-    def __init__(self, raw: Any, to: type) -> None:
-        self._raw = raw
-        self._to = to
-
-    def parse(self) -> Any:
-        return self._raw.parse(to=self._to)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._raw, name)
+_NOT_GIVEN_TYPES = (type(openai.NOT_GIVEN), type(openai.omit))
 
 
 class ReasoningChatOpenAI(ChatOpenAI):
@@ -260,12 +255,11 @@ class ReasoningChatOpenAI(ChatOpenAI):
             self.root_async_client = _LoopLocal(self.root_async_client)
         if self.root_async_client is not None and not isinstance(self.async_client, _DictCompletions):
             root_async = self.root_async_client
-            self.async_client = _AsyncDictCompletions(
-                lambda: root_async.chat.completions, openai.AsyncStream[object]
-            )
+            current = root_async.current if isinstance(root_async, _LoopLocal) else lambda: root_async
+            self.async_client = _DictCompletions(current, openai.AsyncStream[object])
         if self.root_client is not None and not isinstance(self.client, _DictCompletions):
             root = self.root_client
-            self.client = _DictCompletions(lambda: root.chat.completions, openai.Stream[object])
+            self.client = _DictCompletions(lambda: root, openai.Stream[object])
         return self
 
     @property

@@ -391,3 +391,52 @@ def test_an_answer_that_is_not_json_gets_langchains_error() -> None:
     model = make_chat_model(endpoint=MOCK, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
     with pytest.raises(ValueError, match="Unexpected response type from OpenAI-compatible endpoint"):
         model.invoke("q")
+
+
+# --- replies read as dicts (issue 11): nothing ChatOpenAI reports is lost -------------------------
+
+
+def _comparable(message: AIMessage) -> dict:
+    """Everything but the reasoning split, with None-valued keys dropped: the SDK's models add
+    every field they declare (``audio_tokens: None``), the server's JSON only what it sent."""
+    data = message.model_dump(exclude={"id", "content", "additional_kwargs"})
+    data["response_metadata"].pop("model_provider", None)
+    return _drop_none(data)
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {key: _drop_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_drop_none(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "name", ["qwen3-parser-chat-no-thinking", "hermes-qwen3-tools-auto-parallel", "hermes-qwen3-tools-auto"]
+)
+async def test_replies_carry_what_plain_chatopenai_reports(name: str) -> None:
+    plain, ours = plain_replayed(name), replayed(name)
+    pairs = [(plain.invoke("q"), ours.invoke("q")), (await plain.ainvoke("q"), await ours.ainvoke("q"))]
+    for plain_reply, our_reply in pairs:
+        assert _comparable(our_reply) == _comparable(plain_reply)
+        assert our_reply.response_metadata["finish_reason"] and our_reply.usage_metadata
+
+
+def test_streamed_chunks_carry_what_plain_chatopenai_reports() -> None:
+    name = "hermes-qwen3-tools-auto-parallel-stream"
+    plain_chunks = list(plain_replayed(name).stream("q", stream_usage=True))
+    our_chunks = list(replayed(name).stream("q"))
+    plain_merged, our_merged = sum(plain_chunks[1:], plain_chunks[0]), sum(our_chunks[1:], our_chunks[0])
+    assert our_merged.tool_calls == plain_merged.tool_calls and len(our_merged.tool_calls) == 2
+    assert our_merged.usage_metadata == plain_merged.usage_metadata
+    assert our_merged.response_metadata["finish_reason"] == "tool_calls"
+
+
+async def test_response_headers_still_reach_the_reply() -> None:
+    model = replayed("qwen3-parser-chat-no-thinking", include_response_headers=True)
+    for reply in (model.invoke("q"), await model.ainvoke("q")):
+        assert reply.response_metadata["headers"]["content-type"] == "application/json"
+    streamed = replayed("qwen3-parser-stream-no-thinking", include_response_headers=True)
+    first = next(iter(streamed.stream("q")))
+    assert first.response_metadata["headers"]["content-type"] == "text/event-stream; charset=utf-8"
