@@ -12,7 +12,9 @@ Clients: raw ``openai.AsyncOpenAI`` (default transport), the SDK on aiohttp
 ``helpers.chat.make_chat_model``. The last lines are the ratios to the raw SDK (target: the kit
 at most 1.1x, and below plain ChatOpenAI).
 
-Run: ``python -m benchmarks.bench_langchain_cpu [--rounds N]``. To profile one client:
+Run: ``python -m benchmarks.bench_langchain_cpu [--rounds N] [--before OLD/helpers/chat.py]``
+(``--before`` adds the ``make_chat_model`` of another copy of ``helpers/chat.py``, e.g.
+``git show main:helpers/chat.py > /tmp/chat_before.py``, to the same run). To profile one client:
 ``py-spy record -o out.txt --format raw -- python -m benchmarks.bench_langchain_cpu --only
 make_chat_model --part stream`` (py-spy samples on-CPU stacks only; the simulator is another process).
 """
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 import pandas as pd
@@ -97,7 +101,15 @@ def langchain_client(name: str, model: ChatOpenAI, stream_model: ChatOpenAI) -> 
     return Client(name, invoke, stream, close)
 
 
-def build_clients(server) -> list[Client]:
+def load_chat_module(path: str) -> Any:
+    """Another copy of ``helpers/chat.py`` (a before/after comparison in one run)."""
+    spec = importlib.util.spec_from_file_location("helpers_chat_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_clients(server, before: str | None = None) -> list[Client]:
     endpoint = Endpoint(server.base_url, server.model, kind="simulator")
 
     def plain(max_tokens: int) -> ChatOpenAI:
@@ -106,20 +118,24 @@ def build_clients(server) -> list[Client]:
             max_tokens=max_tokens, stream_usage=True, extra_body=EXTRA_BODY,
         )  # fmt: skip
 
-    def kit(max_tokens: int) -> ChatOpenAI:
-        return make_chat_model(
-            False, endpoint, max_tokens=max_tokens, max_retries=0, extra_body={"ignore_eos": True}
-        )
+    def kit(max_tokens: int, make: Callable[..., ChatOpenAI] = make_chat_model) -> ChatOpenAI:
+        return make(False, endpoint, max_tokens=max_tokens, max_retries=0, extra_body={"ignore_eos": True})
 
     def sdk(**kwargs) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0, **kwargs)
 
-    return [
+    clients = [
         sdk_client("openai AsyncOpenAI", sdk(), server.model),
         sdk_client("openai on aiohttp", sdk(http_client=openai.DefaultAioHttpClient()), server.model),
         langchain_client("plain ChatOpenAI", plain(ANSWER_TOKENS), plain(STREAM_TOKENS)),
         langchain_client("make_chat_model", kit(ANSWER_TOKENS), kit(STREAM_TOKENS)),
     ]
+    if before:
+        make = load_chat_module(before).make_chat_model
+        clients.append(
+            langchain_client("make_chat_model (before)", kit(ANSWER_TOKENS, make), kit(STREAM_TOKENS, make))
+        )
+    return clients
 
 
 async def bounded(call: Callable[[], Awaitable[int]], count: int) -> list[int]:
@@ -146,8 +162,10 @@ async def cpu_of(
     return cpu_s, wall_s
 
 
-async def measure(server, rounds: int, only: str | None = None, part: str = "both") -> pd.DataFrame:
-    clients = [c for c in build_clients(server) if only is None or c.name == only]
+async def measure(
+    server, rounds: int, only: str | None = None, part: str = "both", before: str | None = None
+) -> pd.DataFrame:
+    clients = [c for c in build_clients(server, before) if only is None or c.name == only]
     if not clients:
         raise SystemExit(f"--only {only!r}: no such client")
     for client in clients:  # warm-up: connections, imports, caches
@@ -183,12 +201,13 @@ def main() -> Report:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--only", metavar="CLIENT", help="measure one client (e.g. for py-spy)")
+    parser.add_argument("--before", metavar="CHAT_PY", help="also measure this copy of helpers/chat.py")
     parser.add_argument("--part", choices=("both", "invoke", "stream"), default="both")
     args = parser.parse_args()
     report = Report("bench_langchain_cpu")
     print(f"machine: {machine_line()}, load average {os.getloadavg()[0]:.2f} at start")
     with serve(profile="instant") as server:
-        rounds = asyncio.run(measure(server, args.rounds, args.only, args.part))
+        rounds = asyncio.run(measure(server, args.rounds, args.only, args.part, args.before))
     if args.only:
         print(rounds.to_string(index=False))
         return report
