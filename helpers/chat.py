@@ -68,7 +68,14 @@ from openai._base_client import make_request_options
 from openai._constants import RAW_RESPONSE_HEADER
 from pydantic import SecretStr, model_validator
 
-from helpers.endpoint import TOOLS_HINT, Endpoint, resolve_endpoint, server_endpoint, tool_flags_missing
+from helpers.endpoint import (
+    KEEPALIVE_EXPIRY_S,
+    TOOLS_HINT,
+    Endpoint,
+    resolve_endpoint,
+    server_endpoint,
+    tool_flags_missing,
+)
 from helpers.reasoning import Parts, ReasoningStream, reasoning_field, split_message
 
 REASONING_KEY = "reasoning_content"
@@ -104,7 +111,9 @@ class _LoopClients:
         )
         client = self.pools.get(key)
         if client is None:
-            client = openai.DefaultAioHttpClient(timeout=timeout, verify=_shared_ssl_context())
+            client = openai.DefaultAioHttpClient(
+                timeout=timeout, limits=_POOL_LIMITS, verify=_shared_ssl_context()
+            )
             self.pools[key] = client
         return client
 
@@ -126,6 +135,10 @@ def _shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# The SDK's limits, idle connections closed before vLLM's 5 s keep-alive closes them.
+_POOL_LIMITS = httpx.Limits(
+    max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_EXPIRY_S
+)
 _CLOSER_TASK_NAME = "helpers.chat: close this loop's HTTP clients when it shuts down"
 _clients_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
     weakref.WeakKeyDictionary()

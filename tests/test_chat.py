@@ -416,7 +416,7 @@ def _drop_none(value):
     "name", ["qwen3-parser-chat-no-thinking", "hermes-qwen3-tools-auto-parallel", "hermes-qwen3-tools-auto"]
 )
 async def test_replies_carry_what_plain_chatopenai_reports(name: str) -> None:
-    plain, ours = plain_replayed(name), replayed(name)
+    plain, ours = plain_replayed(name), replayed_model(name)
     pairs = [(plain.invoke("q"), ours.invoke("q")), (await plain.ainvoke("q"), await ours.ainvoke("q"))]
     for plain_reply, our_reply in pairs:
         assert _comparable(our_reply) == _comparable(plain_reply)
@@ -426,7 +426,7 @@ async def test_replies_carry_what_plain_chatopenai_reports(name: str) -> None:
 def test_streamed_chunks_carry_what_plain_chatopenai_reports() -> None:
     name = "hermes-qwen3-tools-auto-parallel-stream"
     plain_chunks = list(plain_replayed(name).stream("q", stream_usage=True))
-    our_chunks = list(replayed(name).stream("q"))
+    our_chunks = list(replayed_model(name).stream("q"))
     plain_merged, our_merged = sum(plain_chunks[1:], plain_chunks[0]), sum(our_chunks[1:], our_chunks[0])
     assert our_merged.tool_calls == plain_merged.tool_calls and len(our_merged.tool_calls) == 2
     assert our_merged.usage_metadata == plain_merged.usage_metadata
@@ -434,9 +434,9 @@ def test_streamed_chunks_carry_what_plain_chatopenai_reports() -> None:
 
 
 async def test_response_headers_still_reach_the_reply() -> None:
-    model = replayed("qwen3-parser-chat-no-thinking", include_response_headers=True)
+    model = replayed_model("qwen3-parser-chat-no-thinking", include_response_headers=True)
     for reply in (model.invoke("q"), await model.ainvoke("q")):
         assert reply.response_metadata["headers"]["content-type"] == "application/json"
-    streamed = replayed("qwen3-parser-stream-no-thinking", include_response_headers=True)
+    streamed = replayed_model("qwen3-parser-stream-no-thinking", include_response_headers=True)
     first = next(iter(streamed.stream("q")))
     assert first.response_metadata["headers"]["content-type"] == "text/event-stream; charset=utf-8"

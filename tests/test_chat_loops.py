@@ -89,3 +89,12 @@ async def _last_chunk(chunks):
     async for chunk in chunks:
         last = chunk
     return last
+
+
+async def test_the_loops_pool_expires_idle_connections_before_vllms_keep_alive(instant_sim: Endpoint) -> None:
+    """vLLM closes idle connections after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE); a pool keeping them
+    as long reuses one just as the server closes it (issue 10.3)."""
+    model = make_chat_model(False, instant_sim, max_tokens=1)
+    await model.ainvoke("hi")
+    session = model.root_async_client.current()._client._transport.client  # the aiohttp session
+    assert session.connector._keepalive_timeout < 5.0
