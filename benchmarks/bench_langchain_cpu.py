@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -197,13 +198,14 @@ async def measure(
     return pd.DataFrame(rows)
 
 
-def main() -> Report:
+def main(argv: list[str] | None = None) -> Report:
+    """Run the comparison; ``argv`` are this script's options (none under ``make bench``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--only", metavar="CLIENT", help="measure one client (e.g. for py-spy)")
     parser.add_argument("--before", metavar="CHAT_PY", help="also measure this copy of helpers/chat.py")
     parser.add_argument("--part", choices=("both", "invoke", "stream"), default="both")
-    args = parser.parse_args()
+    args = parser.parse_args(argv or [])
     report = Report("bench_langchain_cpu")
     print(f"machine: {machine_line()}, load average {os.getloadavg()[0]:.2f} at start")
     with serve(profile="instant") as server:
@@ -250,4 +252,4 @@ def main() -> Report:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
