@@ -46,6 +46,15 @@ def test_ignore_eos_and_min_tokens():
     assert len(longer) >= natural + 50 and longer.finish_reason == "stop"
 
 
+def test_ignore_eos_always_runs_to_max_tokens():
+    """vLLM with ignore_eos stops only at max_tokens; a paragraph break at the end must not cost a token
+    ("long request 1" came out 255 tokens long with finish_reason stop)."""
+    for index in range(300):
+        messages = [{"role": "user", "content": f"long request {index}"}]
+        reply = generate_reply(messages, max_tokens=256, ignore_eos=True, enable_thinking=False)
+        assert (len(reply), reply.finish_reason) == (256, "length"), index
+
+
 def test_soft_switch_reads_user_and_system_messages_only():
     assert soft_switch([{"role": "assistant", "content": "/no_think"}]) is None
     assert soft_switch([{"role": "system", "content": "/no_think"}]) == "no_think"

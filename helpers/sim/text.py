@@ -154,7 +154,7 @@ def generate_reply(
         new_paragraph = not chinese and rng.random() < 0.2
         if new_paragraph:
             add(["\n\n"], CONTENT)
-    if tokens[-1] == "\n\n" and len(tokens) > answer_start:
+    if tokens[-1] == "\n\n" and len(tokens) > answer_start and not ignore_eos:
         del tokens[-1], kinds[-1]
     if not ignore_eos:
         add([""], EOS)
