@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import re
+import socket
+import struct
 
 import httpx
 import orjson
@@ -83,7 +87,34 @@ async def test_stream_without_thinking_answers_from_the_first_content(tick_clock
     first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
     record = await LeanClient("http://vllm/v1", "m", transport=replay(body)).arequest("x")
     assert record.ok and record.ttfa_s == first_answer + 1.0
-    assert record.output_tokens is None  # this request did not ask for usage: unknown, not 0
+
+
+@pytest.mark.parametrize(
+    ("name", "tokens"),
+    [
+        ("no-parser-stream-no-thinking", 8),
+        ("no-parser-stream-no-usage", 8),
+        ("qwen3-parser-stream-no-usage", 5),
+    ],
+)
+async def test_a_stream_without_usage_counts_its_chunks_and_says_so(name, tokens):
+    """Without usage, output tokens are the events after the role chunk (vLLM: one per step), flagged.
+
+    With no reasoning parser the count is exact (8 events for max_tokens=8, finish_reason
+    "length"); the qwen3 parser drops the steps that produced no text, so it undercounts.
+    """
+    transcript = load_transcript(name)
+    assert "stream_options" not in transcript.request
+    record = await LeanClient("http://vllm/v1", "m", transport=replay(transcript.body)).arequest("x")
+    assert record.ok and record.tokens_from_chunks
+    assert record.output_tokens == record.chunks - 1 == tokens <= transcript.request["max_tokens"]
+    assert record.tpot_s is not None  # no longer NaN without a word
+
+
+async def test_a_stream_with_usage_takes_the_servers_count():
+    body = load_transcript("qwen3-parser-stream-thinking-usage").body
+    record = await LeanClient("http://vllm/v1", "m", transport=replay(body)).arequest("x")
+    assert record.output_tokens == 40 and not record.tokens_from_chunks
 
 
 async def test_inline_think_block_delays_the_first_answer(tick_clock):
@@ -163,3 +194,106 @@ async def test_new_connections_do_not_each_load_the_ca_bundle(monkeypatch):
         await client.aclose()
     assert run.completed == 16
     assert len(loaded) <= 1
+
+
+# --- kept-alive connections the server closes (vLLM closes them after 5 s idle) -------------------
+
+SSE_REPLY = (
+    b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+    b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+class ClosingServer:
+    """An HTTP/1.1 server that answers ``answers`` requests per connection, then closes it.
+
+    The next request on that connection is read and then dropped unanswered, with a reset
+    (``reset=True``, a ``ReadError`` for the client) or a plain close (``RemoteProtocolError``):
+    exactly what a client meets when it reuses a connection just as the server's keep-alive timer
+    closes it, made deterministic.
+    """
+
+    def __init__(self, answers: int = 1, reset: bool = True) -> None:
+        self.answers = answers
+        self.reset = reset
+        self.connections = 0
+        self.requests = 0
+        self.dropped = 0
+
+    async def __aenter__(self) -> ClosingServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.base_url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                await reader.readexactly(length)
+                self.requests += 1
+                if answered == self.answers:
+                    self.dropped += 1
+                    if self.reset:
+                        linger = struct.pack("ii", 1, 0)  # close with RST, as a reset socket does
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    writer.transport.abort()
+                    return
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    + f"content-length: {len(SSE_REPLY)}\r\n\r\n".encode()
+                    + SSE_REPLY
+                )
+                await writer.drain()
+                answered += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "closed"])
+async def test_a_reused_connection_the_server_closed_is_retried_once_and_counted(reset):
+    """The c=512 failures of notebook 04: a kept-alive connection closed as the request arrives."""
+    async with ClosingServer(answers=1, reset=reset) as server, LeanClient(server.base_url, "m") as client:
+        first = await client.arequest("a")
+        second = await client.arequest("b")  # same connection: the server drops it
+    assert first.ok and first.attempts == 1
+    assert second.ok, second.error
+    assert second.attempts == 2  # counted, not hidden
+    assert server.dropped == 1 and server.requests == 3 and server.connections == 2
+    assert second.start_s <= second.end_s and second.as_row()["attempts"] == 2
+
+
+async def test_a_fresh_connection_failing_before_the_reply_is_not_retried():
+    """Only a reused connection can have been closed under us; a new one failing is a real error."""
+    async with ClosingServer(answers=0) as server, LeanClient(server.base_url, "m") as client:
+        record = await client.arequest("a")
+    assert not record.ok and "ReadError" in record.error
+    assert record.attempts == 1 and server.requests == 1
+
+
+async def test_a_connection_idle_longer_than_keepalive_expiry_is_not_reused():
+    async with (
+        ClosingServer(answers=10) as server,
+        LeanClient(server.base_url, "m", keepalive_expiry=0.2) as client,
+    ):
+        first = await client.arequest("a")
+        await asyncio.sleep(0.3)  # idle longer than the expiry (a slow machine only adds to it)
+        second = await client.arequest("b")
+    assert first.ok and second.ok and second.attempts == 1
+    assert server.connections == 2
+
+
+def test_idle_connections_expire_before_vllms_keep_alive_closes_them():
+    """vLLM closes idle connections after VLLM_HTTP_TIMEOUT_KEEP_ALIVE = 5 s; httpx's default is 5 s too."""
+    assert lean_client.DEFAULT_KEEPALIVE_EXPIRY_S < 5.0
+    with pytest.raises(ValueError, match="keepalive_expiry"):
+        LeanClient("http://x/v1", "m", keepalive_expiry=0)

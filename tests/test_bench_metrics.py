@@ -160,3 +160,38 @@ def test_percentile_table_reads_like_vllm_bench_serve():
     assert table.loc[1, ("ITL", "mean")] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="no column 'rate'"):
         percentile_table(summary_frame(runs), index="rate")
+
+
+def test_retried_requests_and_chunk_counted_tokens_are_counted_in_the_summary():
+    records = [
+        streamed(0, 0.0, 1.0, ttft=0.1, tokens=5),
+        RequestRecord(1, 0.0, 1.0, streamed=True, ttft_s=0.1, output_tokens=9, attempts=2),
+        RequestRecord(2, 0.0, 1.0, streamed=True, ttft_s=0.1, output_tokens=4, tokens_from_chunks=True),
+    ]
+    summary = summarize(RunResult(records, duration_s=1.0))
+    assert summary["retried_requests"] == 1
+    assert summary["tokens_from_chunks"] == 1
+    assert summary["total_output_tokens"] == 18
+    frame = requests_frame(RunResult(records, duration_s=1.0))
+    assert frame["attempts"].tolist() == [1, 2, 1]
+    assert frame["tokens_from_chunks"].tolist() == [False, False, True]
+
+
+def test_client_queue_time_is_summarised_and_kept_out_of_ttft_and_e2el():
+    records = [
+        RequestRecord(i, start, start + 1.0, streamed=True, ttft_s=0.1, output_tokens=2, client_queue_s=start)
+        for i, start in enumerate([0.0, 0.0, 1.0, 1.0])
+    ]
+    summary = summarize(RunResult(records, duration_s=2.0))
+    assert summary["mean_client_queue_ms"] == pytest.approx(500.0)
+    assert summary["p99_client_queue_ms"] == pytest.approx(1000.0)
+    assert summary["mean_e2el_ms"] == pytest.approx(1000.0)  # from the send, as in vLLM
+    assert summary["mean_ttft_ms"] == pytest.approx(100.0)
+
+
+def test_round_trip_keeps_attempts_queue_time_and_the_chunk_count_flag():
+    record = RequestRecord(3, 0.0, 1.0, attempts=2, client_queue_s=0.25, tokens_from_chunks=True)
+    assert RequestRecord.from_row(record.as_row()) == record
+    old_row = {k: v for k, v in record.as_row().items() if k not in ("attempts", "client_queue_s")}
+    old = RequestRecord.from_row({k: v for k, v in old_row.items() if k != "tokens_from_chunks"})
+    assert (old.attempts, old.client_queue_s, old.tokens_from_chunks) == (1, None, False)

@@ -8,7 +8,7 @@ injected fault that caused it, and a spike longer than the per-request timeout m
 
 from __future__ import annotations
 
-from benchmarks.bench_resilience import REFUSALS, fault_matrix
+from benchmarks.resilience_scenarios import REFUSALS, fault_matrix
 
 
 def test_with_retries_nothing_is_lost_and_almost_everything_succeeds() -> None:

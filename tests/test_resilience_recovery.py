@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.bench_resilience import checkpoint_resume, server_gone
+from benchmarks.resilience_scenarios import checkpoint_resume, server_gone
 
 
 def test_server_killed_mid_batch_without_retries_in_flight_items_fail_clearly() -> None:

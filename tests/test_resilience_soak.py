@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_resilience import soak
+from benchmarks.resilience_scenarios import soak
 
 
 def test_many_requests_leave_no_descriptor_warning_or_memory_behind() -> None:

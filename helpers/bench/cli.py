@@ -31,6 +31,8 @@ SHOWN_COLUMNS = [
     "label",
     "completed",
     "failed",
+    "retried_requests",
+    "tokens_from_chunks",
     "duration_s",
     "request_throughput",
     "output_throughput",
@@ -42,6 +44,7 @@ SHOWN_COLUMNS = [
     "p99_itl_ms",
     "median_e2el_ms",
     "p99_e2el_ms",
+    "mean_client_queue_ms",
     "request_goodput",
     "cpu_ms_per_request",
 ]

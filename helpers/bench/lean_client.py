@@ -21,10 +21,13 @@ from typing import Any
 import httpx
 import orjson
 
-from helpers.bench.records import RequestRecord
+from helpers.bench.records import RequestRecord, tokens_from_chunks
 from helpers.reasoning import ReasoningStream, reasoning_field
 
 DEFAULT_TIMEOUT_S = 300.0
+# vLLM closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE = 5 s, and httpx's default expiry
+# is 5 s too: a connection was then reused just as the server closed it. Expire ours first.
+DEFAULT_KEEPALIVE_EXPIRY_S = 4.0
 clock = time.perf_counter  # the one clock of every timestamp (tests replace it)
 
 
@@ -41,6 +44,10 @@ class LeanClient:
         extra_body: merged into every request body (``temperature``, ``ignore_eos``,
             ``chat_template_kwargs``...).
         timeout: seconds to wait for a response or between two chunks.
+        keepalive_expiry: seconds an idle connection is kept for reuse; keep it below the server's
+            keep-alive timeout (vLLM's ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE``, 5 s; uvicorn's default 5 s).
+            A request whose reused connection the server closed anyway, before any byte of the
+            reply, is sent once more on a new connection and its record says ``attempts=2``.
         transport: an httpx transport to use instead of the network (tests).
     """
 
@@ -56,10 +63,16 @@ class LeanClient:
         stream: bool = True,
         extra_body: dict[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if not keepalive_expiry > 0:
+            raise ValueError(
+                f"keepalive_expiry must be > 0 s (and below the server's keep-alive), got {keepalive_expiry}"
+            )
+        self.keepalive_expiry = keepalive_expiry
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.stream = stream
@@ -101,17 +114,37 @@ class LeanClient:
         client = idle.pop() if idle else self._new_client()
         start = clock()
         try:
-            async with client.stream("POST", self.url, content=body, headers=self._headers) as reply:
+            try:
+                return await self._exchange(client, body, start, may_retry=True)
+            except _ClosedBeforeReply:
+                record = await self._exchange(client, body, start, may_retry=False)
+                record.attempts = 2
+                return record
+        finally:
+            idle.append(client)
+
+    async def _exchange(
+        self, client: httpx.AsyncClient, body: bytes, start: float, *, may_retry: bool
+    ) -> RequestRecord:
+        """One POST; raises :class:`_ClosedBeforeReply` when a reused connection was dead."""
+        connection = _ConnectionWatch()
+        try:
+            async with client.stream(
+                "POST", self.url, content=body, headers=self._headers, extensions=connection.extensions
+            ) as reply:
+                connection.replied = True
                 if reply.status_code != 200:
                     await reply.aread()
                     return _failed(start, f"HTTP {reply.status_code}: {_error_message(reply.content)}")
                 if self.stream:
                     return await _read_stream(reply, start)
                 return _read_completion(await reply.aread(), start)
+        except httpx.TransportError as error:
+            if may_retry and connection.closed_under_us(error):
+                raise _ClosedBeforeReply from error
+            return _failed(start, f"{type(error).__name__}: {error}")
         except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as error:
             return _failed(start, f"{type(error).__name__}: {error}")
-        finally:
-            idle.append(client)
 
     async def aclose(self) -> None:
         """Close the connections opened from the running loop."""
@@ -134,10 +167,39 @@ class LeanClient:
     def _new_client(self) -> httpx.AsyncClient:
         # One single-connection client per request in flight: httpcore's shared pool scans all of
         # its connections on every request, which costs more CPU than the request itself at 64.
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        limits = httpx.Limits(
+            max_connections=1, max_keepalive_connections=1, keepalive_expiry=self.keepalive_expiry
+        )
         return httpx.AsyncClient(
             timeout=self._timeout, limits=limits, transport=self._transport, verify=self._verify
         )
+
+
+class _ClosedBeforeReply(Exception):
+    """The server had closed the reused connection: nothing of the request was answered."""
+
+
+class _ConnectionWatch:
+    """Whether a request went out on a reused connection and got any reply (httpcore's trace hook).
+
+    A kept-alive connection can be closed by the server's keep-alive timer while the request is on
+    its way; the request then fails with ``ReadError`` or ``RemoteProtocolError`` before any byte
+    of the reply, and it was never processed. Only that failure is worth sending again: a new
+    connection failing, a timeout, or a reply cut after it started are real failures.
+    """
+
+    def __init__(self) -> None:
+        self.new_connection = False
+        self.replied = False
+        self.extensions = {"trace": self._trace}
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.new_connection = True
+
+    def closed_under_us(self, error: httpx.TransportError) -> bool:
+        dropped = isinstance(error, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
+        return dropped and not self.new_connection and not self.replied
 
 
 async def _read_stream(reply: httpx.Response, start: float) -> RequestRecord:
@@ -192,7 +254,7 @@ async def _read_stream(reply: httpx.Response, start: float) -> RequestRecord:
         ttfa_s=ttfa,
         itl_s=itl,
         chunks=len(itl) + 1,
-        **_usage_fields(usage),
+        **(_usage_fields(usage) if usage else tokens_from_chunks(len(itl) + 1)),
     )
 
 

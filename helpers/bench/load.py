@@ -8,6 +8,10 @@
 
 Each first sends ``warmup`` requests that are not counted, then returns a :class:`RunResult` whose
 times start at 0 with the first counted send. Every prompt gives a record: failures included.
+Each record's ``client_queue_s`` is the time from its arrival to its send (``vllm bench serve``'s
+``client_queue_time``): in the open loop arrivals follow the schedule; the other generators have
+every prompt arrive at the start, so the queue time is the wait for a free slot. A cancelled run
+cancels its requests in flight.
 
 Example:
     >>> run = await run_closed_loop(client, ["你是谁?"] * 20, concurrency=20)  # doctest: +SKIP
@@ -131,22 +135,26 @@ async def run_open_loop(
     )
     with _bar(len(prompts), settings, progress) as bar, _Clock() as clock:
 
-        async def send(prompt: str) -> RequestRecord:
+        async def send(prompt: str, arrival: float) -> RequestRecord:
             if slots is None:
                 record = await target.arequest(prompt)
             else:
                 async with slots:
                     record = await target.arequest(prompt)
+            record.client_queue_s = record.start_s - arrival
             bar.update()
             return record
 
-        tasks = []
-        for prompt, offset in zip(prompts, offsets, strict=True):
-            delay = clock.start + offset - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(send(prompt)))
-        records = await asyncio.gather(*tasks)
+        # A task group: cancelled while it sleeps until the next arrival, the run also cancels
+        # the requests already sent instead of leaving them running on the loop.
+        async with asyncio.TaskGroup() as group:
+            tasks = []
+            for prompt, offset in zip(prompts, offsets, strict=True):
+                delay = clock.start + offset - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(group.create_task(send(prompt, time.perf_counter())))
+        records = [task.result() for task in tasks]
     return _finish(records, clock, settings)
 
 
@@ -192,6 +200,12 @@ class _Clock:
 
 
 def _finish(records: Sequence[RequestRecord], clock: _Clock, settings: dict) -> RunResult:
+    """Times from the run start. A request the generator gave no arrival time to (serial, threads,
+    closed loop) arrived at the start, as with ``vllm bench serve --request-rate inf``: its client
+    queue time is how long it waited for a free slot."""
+    for record in records:
+        if record.client_queue_s is None:
+            record.client_queue_s = max(record.start_s - clock.start, 0.0)
     shifted = [record.shifted(clock.start, index=i) for i, record in enumerate(records)]
     return RunResult(shifted, duration_s=clock.end - clock.start, cpu_s=clock.cpu_s, settings=settings)
 

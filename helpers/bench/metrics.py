@@ -24,8 +24,15 @@ import pandas as pd
 from helpers.bench.records import RequestRecord, RunResult
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
-METRICS: tuple[str, ...] = ("ttft", "ttfa", "tpot", "itl", "e2el")
-METRIC_LABELS = {"ttft": "TTFT", "ttfa": "TTFA", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
+METRICS: tuple[str, ...] = ("ttft", "ttfa", "tpot", "itl", "e2el", "client_queue")
+METRIC_LABELS = {
+    "ttft": "TTFT",
+    "ttfa": "TTFA",
+    "tpot": "TPOT",
+    "itl": "ITL",
+    "e2el": "E2EL",
+    "client_queue": "client queue",
+}
 
 
 @dataclass(frozen=True)
@@ -90,13 +97,21 @@ def metric_values(records: Sequence[RequestRecord], metric: str) -> np.ndarray:
         values = [r.latency_s for r in done]
     elif metric == "itl":
         values = [gap for r in done for gap in r.itl_s]
+    elif metric == "client_queue":
+        values = [r.client_queue_s for r in done]
     else:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     return np.array([v for v in values if v is not None], dtype=float)
 
 
 def summarize(run: RunResult, slo: SLO | None = None) -> dict[str, Any]:
-    """The per-run figures as one flat dict (settings first, then counts, throughputs, latencies)."""
+    """The per-run figures as one flat dict (settings first, then counts, throughputs, latencies).
+
+    Besides ``vllm bench serve``'s figures: ``retried_requests`` (sent twice because the server
+    had closed their reused connection), ``tokens_from_chunks`` (completed streams without
+    ``usage`` whose output tokens are a count of chunks) and ``*_client_queue_ms`` (time waiting in
+    the client for a concurrency slot, not part of TTFT or E2EL).
+    """
     records = run.records
     done = [r for r in records if r.ok]
     duration = run.duration_s
@@ -109,6 +124,8 @@ def summarize(run: RunResult, slo: SLO | None = None) -> dict[str, Any]:
             "requests": len(records),
             "completed": len(done),
             "failed": len(records) - len(done),
+            "retried_requests": run.retried,
+            "tokens_from_chunks": sum(r.tokens_from_chunks for r in done),
             "duration_s": duration,
             "total_input_tokens": input_tokens,
             "total_output_tokens": output_tokens,

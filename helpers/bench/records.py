@@ -23,6 +23,14 @@ class RequestRecord:
     (after any reasoning); ``itl_s``: gaps between successive events carrying choices; ``end_s``: the
     last event carrying a token (streamed) or the full response (not streamed). A failed request keeps
     ``ok=False`` and the error text; it is counted, never dropped.
+
+    ``attempts``: 2 when the request was sent again because the server had closed the reused
+    connection before answering (``start_s`` stays the first send, so the lost time is counted).
+    ``client_queue_s``: from the request's arrival to its send, the time it waited in the client
+    for a concurrency slot (``client_queue_time`` of ``vllm bench serve``; not part of TTFT or
+    E2EL). ``tokens_from_chunks``: the stream carried no ``usage``, so ``output_tokens`` counts the
+    events that carried text (one token each in vLLM's streaming, so an estimate, not the
+    tokenizer's count).
     """
 
     index: int
@@ -38,6 +46,9 @@ class RequestRecord:
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
+    attempts: int = 1
+    client_queue_s: float | None = None
+    tokens_from_chunks: bool = False
 
     @property
     def latency_s(self) -> float:
@@ -77,6 +88,9 @@ class RequestRecord:
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "tokens_from_chunks": self.tokens_from_chunks,
+            "attempts": self.attempts,
+            "client_queue_s": _nan(self.client_queue_s),
             "itl_s": list(self.itl_s),
         }
 
@@ -97,6 +111,9 @@ class RequestRecord:
             prompt_tokens=_int_or_none(row.get("prompt_tokens")),
             output_tokens=_int_or_none(row.get("output_tokens")),
             reasoning_tokens=_int_or_none(row.get("reasoning_tokens")),
+            tokens_from_chunks=_flag(row.get("tokens_from_chunks")),
+            attempts=_int_or_none(row.get("attempts")) or 1,
+            client_queue_s=_none(row.get("client_queue_s")),
         )
 
 
@@ -129,6 +146,20 @@ class RunResult:
     def failed(self) -> int:
         return sum(not r.ok for r in self.records)
 
+    @property
+    def retried(self) -> int:
+        """Requests sent twice because the server closed their reused connection first."""
+        return sum(r.attempts > 1 for r in self.records)
+
+
+def tokens_from_chunks(chunks: int) -> dict[str, Any]:
+    """No usage in the stream: count the events after the role chunk (vLLM: one per engine step).
+
+    ``vllm bench serve`` re-tokenizes the text instead; without the model's tokenizer this is the
+    estimate, and the record says so (``tokens_from_chunks``).
+    """
+    return {"output_tokens": max(chunks - 1, 0), "tokens_from_chunks": True}
+
 
 def describe_settings(settings: dict[str, Any]) -> str:
     """A short label such as ``closed c=8`` or ``open 4.0 req/s``."""
@@ -154,6 +185,13 @@ def _none(value: Any) -> float | None:
 def _int_or_none(value: Any) -> int | None:
     number = _none(value)
     return None if number is None else int(number)
+
+
+def _flag(value: Any) -> bool:
+    """A saved boolean (missing or NaN in files written before the column existed: False)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return str(value).lower() in ("true", "1", "1.0")
 
 
 def _text(value: Any) -> str:

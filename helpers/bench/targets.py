@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessageChunk
 
-from helpers.bench.records import RequestRecord
+from helpers.bench.records import RequestRecord, tokens_from_chunks
 from helpers.reasoning import ReasoningStream
 
 REASONING_KEY = "reasoning_content"
@@ -45,7 +45,8 @@ class LangChainTarget:
     Streamed: TTFT is the first chunk, ITL the gaps between chunks (the final usage-only chunk is
     not a token), the first answer token is the first chunk whose content is answer rather than
     reasoning (``additional_kwargs["reasoning_content"]`` or an inline ``<think>`` block). Output
-    tokens come from ``usage_metadata`` (``make_chat_model`` asks for it on streams).
+    tokens come from ``usage_metadata`` (``make_chat_model`` asks for it on streams); a stream
+    without it counts its chunks after the first and says so (``tokens_from_chunks``).
     """
 
     path = "langchain"
@@ -129,7 +130,7 @@ class _StreamTimer:
             ttfa_s=self.ttfa,
             itl_s=self.itl,
             chunks=len(self.itl) + 1,
-            **_usage_fields(self.usage),
+            **(_usage_fields(self.usage) if self.usage else tokens_from_chunks(len(self.itl) + 1)),
         )
 
 
