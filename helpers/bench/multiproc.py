@@ -200,7 +200,8 @@ def split_evenly(total: int, parts: int) -> list[int]:
 def deal(count: int, weights: Sequence[int]) -> list[list[int]]:
     """Deal ``count`` items to parts in proportion to ``weights``, interleaved.
 
-    Each item goes to the part with the fewest items per unit of weight (the first on ties).
+    Each item goes to the part that would then have the fewest items per unit of weight (the
+    first on ties).
 
     >>> deal(5, [1, 1])
     [[0, 2, 4], [1, 3]]
@@ -209,7 +210,7 @@ def deal(count: int, weights: Sequence[int]) -> list[list[int]]:
     """
     owners: list[list[int]] = [[] for _ in weights]
     for k in range(count):
-        part = min(range(len(weights)), key=lambda i: (len(owners[i]) / weights[i], i))
+        part = min(range(len(weights)), key=lambda i: ((len(owners[i]) + 1) / weights[i], i))
         owners[part].append(k)
     return owners
 
