@@ -16,9 +16,9 @@
   whose pooled connections belong to the first loop: ``RuntimeError: Event loop is closed``);
   the models of one loop share one connection pool per timeout, closed when ``asyncio.run()``
   shuts the loop down (httpx and the openai SDK have no hook for a loop's end: a task of ours,
-  pending until the loop cancels it at shutdown, closes the pool); the pool is the openai SDK's
-  aiohttp transport (``openai.DefaultAioHttpClient``), which costs a third less CPU per request
-  than httpx's (``benchmarks/bench_langchain_cpu.py``, docs/benchmark.md);
+  pending until the loop cancels it at shutdown, closes the pool); the pool is httpx's (the SDK's
+  aiohttp transport costs less CPU but maps a refused connection to a connect *timeout*, so a
+  stopped server would read "Request timed out.");
 * returns the server's JSON to ChatOpenAI as dicts instead of building the SDK's pydantic models
   it would dump back to dicts (see ``_DictCompletions``);
 * asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives;
@@ -88,7 +88,7 @@ RECOMMENDED_SAMPLING = {True: (0.6, 0.95), False: (0.7, 0.8)}
 
 
 class _LoopClients:
-    """The async clients of one event loop: one aiohttp pool per timeout (shared by all models) and
+    """The async clients of one event loop: one httpx pool per timeout (shared by all models) and
     one openai client per model, all closed when the loop shuts down.
 
     ``asyncio.run()`` (and ``asyncio.Runner``, pytest-asyncio) cancel the tasks still pending before
@@ -111,7 +111,7 @@ class _LoopClients:
         )
         client = self.pools.get(key)
         if client is None:
-            client = openai.DefaultAioHttpClient(
+            client = openai.DefaultAsyncHttpxClient(
                 timeout=timeout, limits=_POOL_LIMITS, verify=_shared_ssl_context()
             )
             self.pools[key] = client

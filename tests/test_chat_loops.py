@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 
+import openai
 import psutil
 import pytest
 
@@ -96,5 +97,14 @@ async def test_the_loops_pool_expires_idle_connections_before_vllms_keep_alive(i
     as long reuses one just as the server closes it (issue 10.3)."""
     model = make_chat_model(False, instant_sim, max_tokens=1)
     await model.ainvoke("hi")
-    session = model.root_async_client.current()._client._transport.client  # the aiohttp session
-    assert session.connector._keepalive_timeout < 5.0
+    pool = model.root_async_client.current()._client._transport._pool  # httpx's connection pool
+    assert pool._keepalive_expiry < 5.0
+
+
+async def test_a_refused_connection_is_a_connection_error_not_a_timeout() -> None:
+    """The SDK's vendored aiohttp transport maps aiohttp's ClientConnectorError to ConnectTimeout, so
+    a stopped server read as "Request timed out." — the kit's pools stay on httpx."""
+    model = make_chat_model(False, Endpoint("http://127.0.0.1:9/v1"), max_retries=0, timeout=5)
+    with pytest.raises(openai.APIConnectionError) as raised:
+        await model.ainvoke("hi")
+    assert not isinstance(raised.value, openai.APITimeoutError), repr(raised.value)
