@@ -16,9 +16,10 @@
   whose pooled connections belong to the first loop: ``RuntimeError: Event loop is closed``);
   the models of one loop share one connection pool per timeout, closed when ``asyncio.run()``
   shuts the loop down (httpx and the openai SDK have no hook for a loop's end: a task of ours,
-  pending until the loop cancels it at shutdown, closes the pool); the pool is httpx's (the SDK's
-  aiohttp transport costs less CPU but maps a refused connection to a connect *timeout*, so a
-  stopped server would read "Request timed out.");
+  pending until the loop cancels it at shutdown, closes the pool); the pool is aiohttp's
+  (``helpers.transport``: the openai SDK's aiohttp transport, which costs about half the CPU of
+  httpx's pool per request, with its errors mapped as httpx maps them, so a stopped server is a
+  connection error and not "Request timed out.");
 * returns the server's JSON to ChatOpenAI as dicts instead of building the SDK's pydantic models
   it would dump back to dicts (see ``_DictCompletions``);
 * asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives;
@@ -77,6 +78,7 @@ from helpers.endpoint import (
     tool_flags_missing,
 )
 from helpers.reasoning import Parts, ReasoningStream, reasoning_field, split_message
+from helpers.transport import aiohttp_client
 
 REASONING_KEY = "reasoning_content"
 DEFAULT_TIMEOUT_S = 120.0
@@ -88,7 +90,7 @@ RECOMMENDED_SAMPLING = {True: (0.6, 0.95), False: (0.7, 0.8)}
 
 
 class _LoopClients:
-    """The async clients of one event loop: one httpx pool per timeout (shared by all models) and
+    """The async clients of one event loop: one aiohttp pool per timeout (shared by all models) and
     one openai client per model, all closed when the loop shuts down.
 
     ``asyncio.run()`` (and ``asyncio.Runner``, pytest-asyncio) cancel the tasks still pending before
@@ -111,9 +113,7 @@ class _LoopClients:
         )
         client = self.pools.get(key)
         if client is None:
-            client = openai.DefaultAsyncHttpxClient(
-                timeout=timeout, limits=_POOL_LIMITS, verify=_shared_ssl_context()
-            )
+            client = aiohttp_client(timeout=timeout, limits=_POOL_LIMITS, verify=_shared_ssl_context())
             self.pools[key] = client
         return client
 
