@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
-import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -113,7 +111,7 @@ class _LoopClients:
         )
         client = self.pools.get(key)
         if client is None:
-            client = aiohttp_client(timeout=timeout, limits=_POOL_LIMITS, verify=_shared_ssl_context())
+            client = aiohttp_client(timeout=timeout, limits=_POOL_LIMITS)
             self.pools[key] = client
         return client
 
@@ -126,13 +124,6 @@ class _LoopClients:
             pools, self.pools = list(self.pools.values()), {}
             for pool in pools:
                 await pool.aclose()
-
-
-@functools.cache
-def _shared_ssl_context() -> ssl.SSLContext:
-    """httpx's default TLS context, built once per process (loading the CA bundle takes ~60 ms,
-    which every new pool, so every ``asyncio.run()``, would otherwise pay)."""
-    return httpx.create_ssl_context()
 
 
 # The SDK's limits, idle connections closed before vLLM's 5 s keep-alive closes them.
@@ -219,6 +210,13 @@ class _DictCompletions:
         if name.startswith("_"):  # copy/pickle probes before __init__ ran; private attributes
             raise AttributeError(name)
         return getattr(self._client().chat.completions, name)
+
+
+def dict_completions(client: openai.AsyncOpenAI) -> _DictCompletions:
+    """``client.chat.completions`` returning dicts, for a ``ReasoningChatOpenAI``'s ``async_client``
+    (``helpers.concurrency.amap`` gives its retry-free copy of the model its own client this way).
+    """
+    return _DictCompletions(lambda: client, openai.AsyncStream[object])
 
 
 class _RawDictCompletions:

@@ -19,8 +19,10 @@ aiohttp                                       httpx
 other ``ClientOSError`` (a reset), closed     ``ReadError``
 ============================================  =================================================
 
-Each httpx error is raised *from* the aiohttp error (whose own cause is the ``OSError``), so
-``helpers.retry.describe`` still finds the root cause. Everything else (the request, timeouts
+Each httpx error carries aiohttp's message and is raised from the ``OSError`` underneath, if
+any (as httpx's are), so ``helpers.retry`` finds a refused connection or a name that does not
+resolve, and ``describe`` names the httpx error (``RemoteProtocolError: Server disconnected``) or
+the ``OSError`` as the root cause. Everything else (the request, timeouts
 per request, keep-alive expiry from ``httpx.Limits.keepalive_expiry``, proxies) is the SDK's
 transport.
 
@@ -32,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -84,7 +87,17 @@ def _httpx_errors() -> Iterator[None]:
         mapped = httpx_error(aiohttp_error)
         if mapped is None:
             raise
-        raise mapped from aiohttp_error
+        raise mapped from _os_error_under(aiohttp_error)
+
+
+def _os_error_under(error: BaseException) -> OSError | None:
+    """The ``OSError`` an aiohttp error was raised from (refused, reset, DNS), if any."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, aiohttp.ClientError):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 class _MappedErrorsStream(httpx.AsyncByteStream):
@@ -117,17 +130,25 @@ class AiohttpTransport(_SdkAiohttpTransport):
         return response
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process (loading the CA bundle takes ~60 ms,
+    which every new pool, so every ``asyncio.run()`` and every ``amap`` call, would otherwise pay)."""
+    return httpx.create_ssl_context()
+
+
 def aiohttp_client(
     *,
     timeout: float | httpx.Timeout | None,
     limits: httpx.Limits,
-    verify: ssl.SSLContext | bool = True,
+    verify: ssl.SSLContext | bool | None = None,
     **kwargs: Any,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` with the openai SDK's defaults on :class:`AiohttpTransport`.
 
     ``limits.max_connections`` caps the connections, ``limits.keepalive_expiry`` closes idle
-    ones after that many seconds; ``kwargs`` go to the client (``openai.DefaultAsyncHttpxClient``).
+    ones after that many seconds; ``verify`` defaults to :func:`shared_ssl_context`; ``kwargs``
+    go to the client (``openai.DefaultAsyncHttpxClient``).
     """
-    transport = AiohttpTransport(verify=verify, limits=limits)
+    transport = AiohttpTransport(verify=shared_ssl_context() if verify is None else verify, limits=limits)
     return openai.DefaultAsyncHttpxClient(timeout=timeout, transport=transport, **kwargs)
