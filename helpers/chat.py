@@ -17,9 +17,9 @@
   the models of one loop share one connection pool per timeout, closed when ``asyncio.run()``
   shuts the loop down (httpx and the openai SDK have no hook for a loop's end: a task of ours,
   pending until the loop cancels it at shutdown, closes the pool); the pool is aiohttp's
-  (``helpers.transport``: the openai SDK's aiohttp transport, which costs about half the CPU of
-  httpx's pool per request, with its errors mapped as httpx maps them, so a stopped server is a
-  connection error and not "Request timed out.");
+  (``helpers.transport``: the openai SDK's aiohttp transport, which costs about a third less CPU
+  per request than httpx's pool, with its errors mapped as httpx maps them, so a stopped server is
+  a connection error and not "Request timed out.");
 * returns the server's JSON to ChatOpenAI as dicts instead of building the SDK's pydantic models
   it would dump back to dicts (see ``_DictCompletions``);
 * asks for ``usage`` on streams (``stream_usage=True``), so ``usage_metadata`` arrives;

@@ -11,9 +11,9 @@ cancellation that keeps the finished outcomes.
 Retries are counted honestly: for OpenAI-compatible models (``ChatOpenAI`` and subclasses such as
 ``helpers.chat``'s model or ``ChatDeepSeek``) amap uses a copy of the model whose SDK client has
 ``max_retries=0`` and its own connection pool (aiohttp, ``helpers.transport``), closed when the
-batch ends, so every request sent
-is one attempt here. Any other LangChain chat model works too, but its own internal retries are
-invisible to amap: construct it with ``max_retries=0`` (a warning says so).
+batch ends, so every request sent is one attempt here. Any other LangChain chat model works too,
+but its own internal retries are invisible to amap: construct it with ``max_retries=0`` (a warning
+says so).
 
 Cancellation: if the task running ``amap`` is cancelled (``task.cancel()``, the notebook's
 interrupt button on a cell that awaits it, Ctrl-C through :func:`map_prompts`), in-flight requests

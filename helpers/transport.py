@@ -1,7 +1,7 @@
 """The openai SDK's aiohttp transport, with its errors mapped the way httpx's own transport maps them.
 
-``openai.DefaultAioHttpClient`` (the SDK's vendored copy of ``httpx-aiohttp``) costs about half the
-client CPU of httpx's connection pool per request (docs/benchmark.md), but its exception map turns
+``openai.DefaultAioHttpClient`` (the SDK's vendored copy of ``httpx-aiohttp``) costs about a third
+less client CPU per request than httpx's connection pool (docs/benchmark.md), but its exception map turns
 every aiohttp ``ClientConnectionError`` into ``httpx.ConnectTimeout``: a refused connection, a
 server that hung up and a reset all read as the SDK's ``APITimeoutError("Request timed out.")``.
 :class:`AiohttpTransport` is that transport with the errors mapped as httpx maps the same
@@ -22,9 +22,8 @@ other ``ClientOSError`` (a reset), closed     ``ReadError``
 Each httpx error carries aiohttp's message and is raised from the ``OSError`` underneath, if
 any (as httpx's are), so ``helpers.retry`` finds a refused connection or a name that does not
 resolve, and ``describe`` names the httpx error (``RemoteProtocolError: Server disconnected``) or
-the ``OSError`` as the root cause. Everything else (the request, timeouts
-per request, keep-alive expiry from ``httpx.Limits.keepalive_expiry``, proxies) is the SDK's
-transport.
+the ``OSError`` as the root cause. Everything else (the request, timeouts per request,
+keep-alive expiry from ``httpx.Limits.keepalive_expiry``, proxies) is the SDK's transport.
 
 Example:
     >>> client = aiohttp_client(timeout=30.0, limits=httpx.Limits(keepalive_expiry=4.0))
