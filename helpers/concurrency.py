@@ -10,9 +10,10 @@ cancellation that keeps the finished outcomes.
 
 Retries are counted honestly: for OpenAI-compatible models (``ChatOpenAI`` and subclasses such as
 ``helpers.chat``'s model or ``ChatDeepSeek``) amap uses a copy of the model whose SDK client has
-``max_retries=0`` and its own connection pool, closed when the batch ends, so every request sent
-is one attempt here. Any other LangChain chat model works too, but its own internal retries are
-invisible to amap: construct it with ``max_retries=0`` (a warning says so).
+``max_retries=0`` and its own connection pool (aiohttp, ``helpers.transport``), closed when the
+batch ends, so every request sent is one attempt here. Any other LangChain chat model works too,
+but its own internal retries are invisible to amap: construct it with ``max_retries=0`` (a warning
+says so).
 
 Cancellation: if the task running ``amap`` is cancelled (``task.cancel()``, the notebook's
 interrupt button on a cell that awaits it, Ctrl-C through :func:`map_prompts`), in-flight requests
@@ -43,13 +44,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import openai
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import AddableDict
 from langchain_openai._compat import httpx  # the httpx flavour the openai SDK is built on
 from tqdm.auto import tqdm
 
+from helpers.chat import ReasoningChatOpenAI, dict_completions
 from helpers.checkpoint import Checkpoint
 from helpers.endpoint import KEEPALIVE_EXPIRY_S
 from helpers.inputs import as_record, checked_items
@@ -66,6 +67,7 @@ from helpers.replies import (
 )
 from helpers.retry import Backoff, IncompleteStream, RequestTimeout, Verdict, classify, describe
 from helpers.runnables import binds_tools, chat_models, starts_with_language_model, swap_language_models
+from helpers.transport import aiohttp_client
 
 PromptInput = Any  # str | message list | PromptValue | dict of template variables (helpers.inputs)
 
@@ -161,13 +163,17 @@ def _retry_free_copy(chat_model: Any, pools: list[Any], pool_size: int) -> Any:
             max_keepalive_connections=pool_size,
             keepalive_expiry=KEEPALIVE_EXPIRY_S,
         )
-        own_pool = openai.DefaultAsyncHttpxClient(limits=limits)
+        own_pool = aiohttp_client(timeout=root.timeout, limits=limits)
         pools.append(own_pool)
         client = root.copy(max_retries=0, http_client=own_pool)
     else:
         client = root.copy(max_retries=0)
+    # helpers.chat's model reads replies as dicts; others get the SDK's resource, as ChatOpenAI has.
+    completions = (
+        dict_completions(client) if isinstance(chat_model, ReasoningChatOpenAI) else client.chat.completions
+    )
     return chat_model.model_copy(
-        update={"root_async_client": client, "async_client": client.chat.completions, "max_retries": 0}
+        update={"root_async_client": client, "async_client": completions, "max_retries": 0}
     )
 
 

@@ -440,3 +440,22 @@ async def test_response_headers_still_reach_the_reply() -> None:
     streamed = replayed_model("qwen3-parser-stream-no-thinking", include_response_headers=True)
     first = next(iter(streamed.stream("q")))
     assert first.response_metadata["headers"]["content-type"] == "text/event-stream; charset=utf-8"
+
+
+def test_amaps_retry_free_copy_keeps_the_dict_replies_on_its_own_aiohttp_pool() -> None:
+    """amap's copy of the model (SDK retries off, its own pool) keeps what makes the kit's model
+    cheap: replies as dicts, and the aiohttp pool with httpx's error classes."""
+    from helpers.concurrency import _retry_free_copy
+    from helpers.endpoint import KEEPALIVE_EXPIRY_S
+    from helpers.transport import AiohttpTransport
+
+    model = make_chat_model(base_url="http://vllm.test/v1")
+    pools: list = []
+    copy = _retry_free_copy(model, pools, 8)
+    assert copy.max_retries == 0 and copy.root_async_client.max_retries == 0
+    assert type(copy.async_client) is type(model.async_client)  # helpers.chat's dict completions
+    assert copy.async_client.create.__self__._client() is copy.root_async_client
+    (pool,) = pools
+    assert isinstance(pool._transport, AiohttpTransport)
+    assert pool._transport.limits.keepalive_expiry == KEEPALIVE_EXPIRY_S
+    assert pool._transport.limits.max_connections == 8

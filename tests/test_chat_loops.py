@@ -14,6 +14,7 @@ import pytest
 from helpers.chat import make_chat_model
 from helpers.endpoint import DEFAULT_MODEL, Endpoint
 from helpers.sim import serve
+from helpers.transport import AiohttpTransport
 
 RUNS = 1000
 
@@ -97,13 +98,15 @@ async def test_the_loops_pool_expires_idle_connections_before_vllms_keep_alive(i
     as long reuses one just as the server closes it (issue 10.3)."""
     model = make_chat_model(False, instant_sim, max_tokens=1)
     await model.ainvoke("hi")
-    pool = model.root_async_client.current()._client._transport._pool  # httpx's connection pool
-    assert pool._keepalive_expiry < 5.0
+    transport = model.root_async_client.current()._client._transport
+    assert isinstance(transport, AiohttpTransport)  # its expiry is tested in test_transport.py
+    assert transport.limits.keepalive_expiry < 5.0
+    assert transport.client.connector._keepalive_timeout < 5.0  # the aiohttp session it made
 
 
 async def test_a_refused_connection_is_a_connection_error_not_a_timeout() -> None:
     """The SDK's vendored aiohttp transport maps aiohttp's ClientConnectorError to ConnectTimeout, so
-    a stopped server read as "Request timed out." — the kit's pools stay on httpx."""
+    a stopped server read as "Request timed out."; the kit's pools use helpers.transport's map."""
     model = make_chat_model(False, Endpoint("http://127.0.0.1:9/v1"), max_retries=0, timeout=5)
     with pytest.raises(openai.APIConnectionError) as raised:
         await model.ainvoke("hi")
