@@ -744,4 +744,4 @@ def test_amaps_own_pool_expires_idle_connections_before_vllms_keep_alive():
 
     pools: list = []
     _retry_free_copy(make_chat_model(base_url="http://vllm.test/v1"), pools, 8)
-    assert pools and pools[0]._transport._pool._keepalive_expiry < 5.0
+    assert pools and pools[0]._transport.limits.keepalive_expiry < 5.0
