@@ -224,6 +224,21 @@ def test_a_connect_timeout_is_named_as_one():
     assert lean_client._transport_error(error).startswith("ConnectTimeout: Connection timeout")
 
 
+async def test_the_proxy_from_the_environment_is_used(monkeypatch):
+    """As httpx (the previous transport) and ``vllm bench serve`` do: HTTP_PROXY, NO_PROXY apply."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    handler = replay(load_transcript("qwen3-parser-stream-thinking-usage").body)
+    monkeypatch.setenv("HTTP_PROXY", serve_handler(handler).removesuffix("/v1"))
+    record = await LeanClient("http://gpu-pod.invalid:8000/v1", "m").arequest("x")  # only a proxy reaches it
+    assert record.ok, record.error
+    assert len(handler.bodies) == 1
+    monkeypatch.setenv("NO_PROXY", "gpu-pod.invalid")
+    direct = await LeanClient("http://gpu-pod.invalid:8000/v1", "m").arequest("x")
+    assert direct.error.startswith("ConnectError: Cannot connect to host gpu-pod.invalid:8000")
+    assert len(handler.bodies) == 1
+
+
 def test_bad_max_tokens_is_a_clear_error():
     with pytest.raises(ValueError, match="max_tokens"):
         LeanClient("http://x/v1", "m", max_tokens=0)
