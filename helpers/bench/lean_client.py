@@ -2,8 +2,9 @@
 
 No SDK, no LangChain: one POST, the bytes of each network read split into ``data:`` lines, one
 ``orjson`` parse per event and one clock read per network read. aiohttp parses HTTP in C (llhttp),
-which keeps the client's own CPU far below the server's pace (about 100,000 chunks per second
-on one core), so the numbers describe the server rather than the client.
+which keeps the client's own CPU far below the server's pace (~160,000 chunks per second of its
+CPU against the firehose, ``benchmarks/bench_client.py``), so the numbers describe the server
+rather than the client.
 
 Example:
     >>> client = LeanClient("http://127.0.0.1:8000/v1", "Qwen/Qwen3-0.6B", max_tokens=64)  # doctest: +SKIP
