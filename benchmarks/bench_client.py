@@ -1,6 +1,6 @@
-"""Client-side costs: CPU per request of four ways to call, throughput against the model, chunks/s.
+"""Client-side costs: CPU per request of the ways to call, throughput against the model, chunks/s.
 
-Three measurements, each side by side in one run, the server in its own process:
+Five measurements, each side by side in one run, the server in its own process:
 
 1. Overhead on the ``instant`` simulator (non-streamed, 64 in flight): CPU time per request of raw
    aiohttp (the lean client), ``openai.AsyncOpenAI``, LangChain ``ainvoke`` + ``gather`` and
@@ -17,10 +17,10 @@ Three measurements, each side by side in one run, the server in its own process:
    where every chunk arrives in its own network read. CPU per chunk here is what a benchmark or an
    application actually pays; the firehose figure is the ceiling.
 5. The five ways to call, side by side against the firehose (32 in flight, interleaved rounds,
-   medians): the raw SDK (``openai.AsyncOpenAI`` on httpx), the SDK on aiohttp
-   (``openai.DefaultAioHttpClient``), plain ``ChatOpenAI``, the kit's ``make_chat_model`` and the
-   lean client. CPU per request and requests/s from non-streamed rounds; CPU per chunk and chunks/s
-   from streamed rounds (chunks: the events carrying choices of the complete replies).
+   medians): the raw SDK (``openai.AsyncOpenAI`` on its default transport, httpx2), the SDK on
+   aiohttp (``openai.DefaultAioHttpClient``), plain ``ChatOpenAI``, the kit's ``make_chat_model``
+   and the lean client. CPU per request and requests/s from non-streamed rounds; CPU per chunk and
+   chunks/s from streamed rounds (chunks: the events carrying choices of the complete replies).
 
 The last lines are a compact Markdown table of the target figures (``benchmarks.report``).
 
@@ -64,7 +64,7 @@ TABLE_ROUNDS = 5
 TABLE_CONCURRENCY = 32
 # requests per round (streamed, non-streamed): about a second each on a 2-core machine
 TABLE_REQUESTS = {
-    "raw SDK (AsyncOpenAI, httpx)": (96, 256),
+    "raw SDK (AsyncOpenAI, httpx2)": (96, 256),
     "SDK on aiohttp (DefaultAioHttpClient)": (96, 256),
     "plain ChatOpenAI": (64, 192),
     "the kit (make_chat_model)": (64, 192),
@@ -344,7 +344,7 @@ async def _client_table(server) -> pd.DataFrame:
         return record.ok and (record.chunks == per_reply if stream else record.output_tokens == tokens)
 
     ways: dict[str, Call] = {
-        "raw SDK (AsyncOpenAI, httpx)": sdk(raw),
+        "raw SDK (AsyncOpenAI, httpx2)": sdk(raw),
         "SDK on aiohttp (DefaultAioHttpClient)": sdk(on_aiohttp),
         "plain ChatOpenAI": langchain(plain),
         "the kit (make_chat_model)": langchain(kit),
