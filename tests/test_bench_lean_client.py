@@ -377,10 +377,16 @@ def test_connections_left_open_are_closed_when_asyncio_run_ends():
     async def one(client: LeanClient) -> bool:
         return (await client.arequest("x")).ok
 
+    async def one_and_drop(base_url: str) -> bool:
+        ok = (await LeanClient(base_url, "firehose").arequest("x")).ok
+        gc.collect()  # the client is garbage now, and its loop ends right after
+        return ok
+
     with serve_firehose(chunks=4) as server, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         client = LeanClient(server.base_url, "firehose")
         assert asyncio.run(one(client)) and asyncio.run(one(client))  # two loops, one client
+        assert asyncio.run(one_and_drop(server.base_url))
         gc.collect()
     unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
     assert unclosed == []

@@ -18,6 +18,7 @@ import asyncio
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -204,17 +205,24 @@ class _LoopSessions:
         )
 
     async def close_at_shutdown(self, client: LeanClient, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the generator whose ``finally`` closes the sessions when the loop shuts down."""
+        """Start the generator whose ``finally`` closes the sessions when the loop shuts down.
+
+        The loop keeps it for the client (a client dropped before its loop ends is garbage in
+        a cycle; collected then, its generator's close would be scheduled as a task the
+        loop's shutdown cancels, and its connections left to the GC).
+        """
 
         async def open_until_shutdown() -> AsyncGenerator[None]:
             try:
                 yield
             finally:
+                _open_until_shutdown.get(loop, set()).discard(self)
                 if client._sessions.get(loop) is self:
                     del client._sessions[loop]
                 await self._close_sessions()
 
         self._shutdown = open_until_shutdown()
+        _open_until_shutdown.setdefault(loop, set()).add(self)
         await anext(self._shutdown)
 
     async def close(self) -> None:
@@ -226,6 +234,11 @@ class _LoopSessions:
         for session in (self.pooled, self._fresh):
             if session is not None and not session.closed:
                 await session.close()
+
+
+_open_until_shutdown: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[_LoopSessions]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _ClosedBeforeReply(Exception):
