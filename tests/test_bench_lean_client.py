@@ -1,25 +1,56 @@
-"""The lean SSE reader on real vLLM 0.32 transcripts: TTFT, first answer token, ITL, usage, errors."""
+"""The lean SSE reader on real vLLM 0.32 transcripts: TTFT, first answer token, ITL, usage, errors.
+
+The client speaks aiohttp over loopback to a local server (``local_http.serve_handler``) that
+answers with the recorded bytes, one HTTP chunk per SSE event as vLLM writes them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import gc
 import json
 import re
 import socket
 import struct
+import warnings
 
+import aiohttp
 import httpx
 import orjson
 import pytest
+from local_http import serve_handler
 from support import load_transcript
 
 from helpers.bench import lean_client
 from helpers.bench.lean_client import LeanClient
+from kit_tools.firehose import serve_firehose
 
 
-def replay(body: bytes, status: int = 200, piece: int | None = None) -> httpx.MockTransport:
-    """A transport answering every POST with ``body``: one read per SSE event, or ``piece`` bytes."""
+class Ticks:
+    """A clock that advances by exactly one second per read: timings become event counts."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return float(self.reads - 1)
+
+    async def reached(self, reads: int, wait_s: float = 30.0) -> None:
+        """Wait until the client has read the clock ``reads`` times."""
+        for _ in range(int(wait_s / 0.001)):
+            if self.reads >= reads:
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError(f"the client read the clock {self.reads} times, expected {reads}")
+
+
+def replay(body: bytes, status: int = 200, piece: int | None = None, ticks: Ticks | None = None):
+    """A handler answering every POST with ``body``: one HTTP chunk per SSE event, or per ``piece`` bytes.
+
+    With ``ticks``, event k is written only once the client has timed event k - 1 (clock read
+    k + 1, read 0 being the send), so each network read carries exactly one event.
+    """
     if piece:
         parts = [body[i : i + piece] for i in range(0, len(body), piece)]
     else:
@@ -29,20 +60,23 @@ def replay(body: bytes, status: int = 200, piece: int | None = None) -> httpx.Mo
         handler.bodies.append(orjson.loads(request.content))
 
         async def stream():
-            for part in parts:
+            for k, part in enumerate(parts):
+                if ticks is not None:
+                    await ticks.reached(k + 1)
                 yield part
 
         return httpx.Response(status, content=stream())
 
     handler.bodies = []
-    return httpx.MockTransport(handler)
+    return handler
 
 
 @pytest.fixture
-def tick_clock(monkeypatch):
+def tick_clock(monkeypatch) -> Ticks:
     """Every clock read advances by exactly one second: timings become event counts."""
-    ticks = itertools.count()
-    monkeypatch.setattr(lean_client, "clock", lambda: float(next(ticks)))
+    ticks = Ticks()
+    monkeypatch.setattr(lean_client, "clock", ticks)
+    return ticks
 
 
 def choice_events(body: bytes) -> list[dict]:
@@ -58,7 +92,7 @@ async def test_stream_with_reasoning_parser(name, tick_clock):
     events = choice_events(body)
     first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
     assert "reasoning" in events[1]["choices"][0]["delta"]  # reasoning precedes the answer
-    client = LeanClient("http://vllm/v1", "Qwen-0.6B", max_tokens=40, transport=replay(body))
+    client = LeanClient(serve_handler(replay(body, ticks=tick_clock)), "Qwen-0.6B", max_tokens=40)
     record = await client.arequest("你是谁?")
     assert record.ok, record.error
     assert record.streamed
@@ -74,9 +108,9 @@ async def test_stream_with_reasoning_parser(name, tick_clock):
     assert record.reasoning_tokens == usage["completion_tokens_details"]["reasoning_tokens"]
 
 
-async def test_stream_split_at_arbitrary_bytes_gives_the_same_counts():
-    body = load_transcript("qwen3-parser-stream-thinking-usage").body
-    client = LeanClient("http://vllm/v1", "m", transport=replay(body, piece=7))
+async def test_stream_split_at_arbitrary_bytes_gives_the_same_counts(tick_clock):
+    body = load_transcript("qwen3-parser-stream-thinking-usage").body  # each read: 7 bytes
+    client = LeanClient(serve_handler(replay(body, piece=7, ticks=tick_clock)), "m")
     record = await client.arequest("x")
     assert record.ok and record.chunks == len(choice_events(body)) and record.output_tokens == 40
 
@@ -85,7 +119,7 @@ async def test_stream_without_thinking_answers_from_the_first_content(tick_clock
     body = load_transcript("no-parser-stream-no-thinking").body
     events = choice_events(body)
     first_answer = next(i for i, e in enumerate(events) if e["choices"][0]["delta"].get("content"))
-    record = await LeanClient("http://vllm/v1", "m", transport=replay(body)).arequest("x")
+    record = await LeanClient(serve_handler(replay(body, ticks=tick_clock)), "m").arequest("x")
     assert record.ok and record.ttfa_s == first_answer + 1.0
 
 
@@ -105,7 +139,7 @@ async def test_a_stream_without_usage_counts_its_chunks_and_says_so(name, tokens
     """
     transcript = load_transcript(name)
     assert "stream_options" not in transcript.request
-    record = await LeanClient("http://vllm/v1", "m", transport=replay(transcript.body)).arequest("x")
+    record = await LeanClient(serve_handler(replay(transcript.body)), "m").arequest("x")
     assert record.ok and record.tokens_from_chunks
     assert record.output_tokens == record.chunks - 1 == tokens <= transcript.request["max_tokens"]
     assert record.tpot_s is not None  # no longer NaN without a word
@@ -113,7 +147,7 @@ async def test_a_stream_without_usage_counts_its_chunks_and_says_so(name, tokens
 
 async def test_a_stream_with_usage_takes_the_servers_count():
     body = load_transcript("qwen3-parser-stream-thinking-usage").body
-    record = await LeanClient("http://vllm/v1", "m", transport=replay(body)).arequest("x")
+    record = await LeanClient(serve_handler(replay(body)), "m").arequest("x")
     assert record.output_tokens == 40 and not record.tokens_from_chunks
 
 
@@ -125,30 +159,29 @@ async def test_inline_think_block_delays_the_first_answer(tick_clock):
         b"".join([event(""), event("<think>"), event("\nhmm"), event("</think>"), event("\n\n"), event("Hi")])
         + b"data: [DONE]\n\n"
     )
-    record = await LeanClient("http://x/v1", "m", transport=replay(body)).arequest("x")
+    record = await LeanClient(serve_handler(replay(body, ticks=tick_clock)), "m").arequest("x")
     assert record.ok and record.ttft_s == 1.0 and record.ttfa_s == 6.0
 
 
 async def test_request_body_asks_for_usage_and_merges_extra_body():
-    transport = replay(load_transcript("qwen3-parser-stream-thinking-usage").body)
+    handler = replay(load_transcript("qwen3-parser-stream-thinking-usage").body)
     client = LeanClient(
-        "http://vllm/v1/",
+        serve_handler(handler) + "/",
         "Qwen-0.6B",
         max_tokens=40,
-        transport=transport,
         extra_body={"temperature": 0, "chat_template_kwargs": {"enable_thinking": False}},
     )
     await client.arequest("你是谁?")
-    sent = transport.handler.bodies[0]
+    sent = handler.bodies[0]
     assert sent["stream_options"] == {"include_usage": True}
     assert sent["messages"] == [{"role": "user", "content": "你是谁?"}]
     assert sent["temperature"] == 0 and sent["max_tokens"] == 40
-    assert client.url == "http://vllm/v1/chat/completions"
+    assert client.url.endswith("/v1/chat/completions") and "//chat" not in client.url
 
 
 async def test_non_streamed_reply_gives_latency_and_usage():
     body = load_transcript("qwen3-parser-chat-thinking").body
-    client = LeanClient("http://vllm/v1", "m", stream=False, transport=replay(body, piece=10_000))
+    client = LeanClient(serve_handler(replay(body, piece=10_000)), "m", stream=False)
     record = await client.arequest("x")
     usage = json.loads(body)["usage"]
     assert record.ok and not record.streamed and record.ttft_s is None
@@ -158,7 +191,7 @@ async def test_non_streamed_reply_gives_latency_and_usage():
 @pytest.mark.parametrize("stream", [True, False])
 async def test_http_error_is_a_failed_record_with_the_server_message(stream):
     body = load_transcript("qwen3-parser-error-stream-bad-temperature").body
-    client = LeanClient("http://vllm/v1", "m", stream=stream, transport=replay(body, 400, 10_000))
+    client = LeanClient(serve_handler(replay(body, 400, 10_000)), "m", stream=stream)
     record = await client.arequest("x")
     assert not record.ok
     assert record.error.startswith("HTTP 400: temperature must be non-negative")
@@ -167,10 +200,43 @@ async def test_http_error_is_a_failed_record_with_the_server_message(stream):
 async def test_broken_stream_and_refused_connection_are_failed_records():
     body = load_transcript("qwen3-parser-stream-thinking-usage").body
     truncated = body[: body.index(b"data: [DONE]")]
-    record = await LeanClient("http://x/v1", "m", transport=replay(truncated)).arequest("x")
+    record = await LeanClient(serve_handler(replay(truncated)), "m").arequest("x")
     assert not record.ok and "without [DONE]" in record.error and record.ttft_s is not None
     refused = await LeanClient("http://127.0.0.1:9/v1", "m", timeout=5).arequest("x")
-    assert not refused.ok and "ConnectError" in refused.error
+    assert not refused.ok
+    assert refused.error.startswith("ConnectError: Cannot connect to host 127.0.0.1:9")
+    assert refused.error.endswith("(aiohttp ClientConnectorError)")
+
+
+async def test_a_reply_that_never_comes_is_a_read_timeout():
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(60)  # cancelled with the loop at the end of the test
+        raise AssertionError("unreachable")
+
+    record = await LeanClient(serve_handler(silent), "m", timeout=0.2).arequest("x")
+    assert not record.ok and record.error.startswith("ReadTimeout: ")
+    assert "(aiohttp SocketTimeoutError)" in record.error
+
+
+def test_a_connect_timeout_is_named_as_one():
+    """A connect timeout needs an address that drops packets; the naming is checked directly."""
+    error = aiohttp.ConnectionTimeoutError("Connection timeout to host http://10.255.255.1:80")
+    assert lean_client._transport_error(error).startswith("ConnectTimeout: Connection timeout")
+
+
+async def test_the_proxy_from_the_environment_is_used(monkeypatch):
+    """As httpx (the previous transport) and ``vllm bench serve`` do: HTTP_PROXY, NO_PROXY apply."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    handler = replay(load_transcript("qwen3-parser-stream-thinking-usage").body)
+    monkeypatch.setenv("HTTP_PROXY", serve_handler(handler).removesuffix("/v1"))
+    record = await LeanClient("http://gpu-pod.invalid:8000/v1", "m").arequest("x")  # only a proxy reaches it
+    assert record.ok, record.error
+    assert len(handler.bodies) == 1
+    monkeypatch.setenv("NO_PROXY", "gpu-pod.invalid")
+    direct = await LeanClient("http://gpu-pod.invalid:8000/v1", "m").arequest("x")
+    assert direct.error.startswith("ConnectError: Cannot connect to host gpu-pod.invalid:8000")
+    assert len(handler.bodies) == 1
 
 
 def test_bad_max_tokens_is_a_clear_error():
@@ -257,6 +323,73 @@ class ClosingServer:
                 answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+
+
+class CuttingServer:
+    """Answers with the HTTP head and ``events`` SSE events, then closes (or resets) the connection."""
+
+    def __init__(self, events: int, reset: bool) -> None:
+        self.events = events
+        self.reset = reset
+
+    async def __aenter__(self) -> CuttingServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.base_url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(re.search(rb"(?i)content-length: *(\d+)", head).group(1)))
+        event = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + (b"%x\r\n%s\r\n" % (len(event), event)) * self.events
+        )
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the client reads the events before the cut
+        if self.reset:
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            writer.transport.abort()
+        else:
+            writer.close()
+
+
+@pytest.mark.parametrize(
+    ("reset", "kind"), [(False, "RemoteProtocolError"), (True, "ReadError")], ids=["closed", "reset"]
+)
+async def test_a_stream_cut_in_the_middle_is_a_failed_record_that_says_how(reset, kind):
+    async with CuttingServer(events=3, reset=reset) as server, LeanClient(server.base_url, "m") as client:
+        record = await client.arequest("x")
+    assert not record.ok and record.attempts == 1
+    assert record.error.startswith(f"{kind}: Response payload is not completed")
+    assert "(aiohttp ClientPayloadError)" in record.error
+    assert ("Connection reset by peer" in record.error) == reset
+
+
+def test_connections_left_open_are_closed_when_asyncio_run_ends():
+    """Without ``aclose``: each loop's session is closed at its shutdown, none left to the GC."""
+
+    async def one(client: LeanClient) -> bool:
+        return (await client.arequest("x")).ok
+
+    async def one_and_drop(base_url: str) -> bool:
+        ok = (await LeanClient(base_url, "firehose").arequest("x")).ok
+        gc.collect()  # the client is garbage now, and its loop ends right after
+        return ok
+
+    with serve_firehose(chunks=4) as server, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = LeanClient(server.base_url, "firehose")
+        assert asyncio.run(one(client)) and asyncio.run(one(client))  # two loops, one client
+        assert asyncio.run(one_and_drop(server.base_url))
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
+    assert unclosed == []
 
 
 @pytest.mark.parametrize("reset", [True, False], ids=["reset", "closed"])
