@@ -103,7 +103,7 @@ def _speedup(server) -> tuple[pd.DataFrame, float]:
     rows = []
     for path, sync_target, async_target in (
         ("LangChain invoke / ainvoke", LangChainTarget(model), LangChainTarget(model)),
-        ("lean httpx (async only)", None, lean),
+        ("lean aiohttp (async only)", None, lean),
     ):
         sync_s, async_s = [], []
         for _ in range(BLOG_REPEATS):

@@ -29,6 +29,7 @@ DEFAULT_RESULTS_FOLDER = "results"
 RESULTS_DIR_VARIABLE = "QWEN_RESULTS_DIR"
 PACKAGES = (
     "httpx",
+    "aiohttp",
     "openai",
     "langchain-core",
     "langchain-openai",
