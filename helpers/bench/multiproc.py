@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -60,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from helpers.bench.load import _closed_loop, arrival_offsets
+from helpers.bench.load import _closed_loop, _open_loop, arrival_offsets
 from helpers.bench.records import RequestRecord, RunResult, describe_settings
 from helpers.bench.targets import AsyncTarget
 
@@ -226,9 +227,21 @@ def _check(prompts: Sequence[str], processes: int, warmup: int) -> None:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
 
 
+def _check_picklable(factory: TargetFactory) -> None:
+    try:
+        pickle.dumps(factory)
+    except Exception as error:
+        raise TypeError(
+            f"target_factory must be picklable to reach the load processes ({error}): use "
+            "functools.partial(LeanClient, base_url, model, ...) or a module-level function, "
+            "not a lambda or a local function"
+        ) from None
+
+
 def _run(
     factory: TargetFactory, shares: list[_Share], load: dict[str, Any], requests: int, warmup: int
 ) -> RunResult:
+    _check_picklable(factory)
     children = _start_children(factory, shares)
     try:
         for i, (_, conn) in enumerate(children):
@@ -356,7 +369,7 @@ async def _child_load(conn: Connection, factory: TargetFactory, share: _Share) -
         for record in records:  # as load.py: every prompt arrived at the start
             record.client_queue_s = max(record.start_s - start, 0.0)
     else:
-        records = await _scheduled(target, share.prompts, share.offsets, start, share.concurrency)
+        records = await _open_loop(target, share.prompts, share.offsets, start, share.concurrency, None)
     end = time.perf_counter()
     cpu_s = time.process_time() - cpu_start
     close = getattr(target, "aclose", None)
@@ -369,31 +382,6 @@ async def _child_load(conn: Connection, factory: TargetFactory, share: _Share) -
         path=getattr(target, "path", type(target).__name__),
         stream=bool(getattr(target, "stream", False)),
     )
-
-
-async def _scheduled(
-    target: AsyncTarget, prompts: list[str], offsets: list[float], start: float, cap: int | None
-) -> list[RequestRecord]:
-    """Send each prompt at ``start + offset`` (as ``run_open_loop``, with a given schedule)."""
-    slots = asyncio.Semaphore(cap) if cap else None
-
-    async def send(prompt: str, arrival: float) -> RequestRecord:
-        if slots is None:
-            record = await target.arequest(prompt)
-        else:
-            async with slots:
-                record = await target.arequest(prompt)
-        record.client_queue_s = record.start_s - arrival
-        return record
-
-    async with asyncio.TaskGroup() as group:
-        tasks = []
-        for prompt, offset in zip(prompts, offsets, strict=True):
-            delay = start + offset - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(group.create_task(send(prompt, time.perf_counter())))
-    return [task.result() for task in tasks]
 
 
 def _exit_with_parent(parent_pid: int) -> None:
