@@ -123,7 +123,7 @@ def test_closed_loop_from_two_processes_is_one_run_on_one_clock(sim, tmp_path):
     assert summarize(run)["completed"] == 12
     assert run.settings == {
         "generator": "closed", "path": "lean", "stream": True, "requests": 12, "warmup": 2,
-        "concurrency": 4, "processes": 2, "process_concurrency": "2,2",
+        "concurrency": 4, "processes": 2, "engine": "local", "process_concurrency": "2,2",
     }  # fmt: skip
     assert run.label == "closed c=4, 2 processes"
 
@@ -202,3 +202,53 @@ def test_bad_arguments_are_clear_errors():
 def test_the_doctests_of_the_splits_run():
     results = doctest.testmod(multiproc)
     assert results.attempted >= 3 and results.failed == 0
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_engine_runs_each_share_in_an_actor_on_one_clock(sim, local_ray):
+    factory = partial(LeanClient, sim.base_url, sim.model, max_tokens=16, extra_body=NO_THINKING)
+    prompts = [words(k + 1) for k in range(8)]
+    run = run_closed_loop_processes(factory, prompts, concurrency=4, processes=2, warmup=2, engine="ray")
+    records = run.records
+    assert [r.index for r in records] == list(range(8)) and run.completed == 8
+    tokens = [r.prompt_tokens for r in records]
+    assert tokens == sorted(set(tokens))
+    spans = [
+        (min(r.start_s for r in mine), max(r.end_s for r in mine)) for mine in (records[0::2], records[1::2])
+    ]
+    assert all(start >= 0 for start, _ in spans)
+    (start_a, end_a), (start_b, end_b) = spans
+    assert start_a < end_b and start_b < end_a, f"the actors ran one after the other: {spans}"
+    assert run.duration_s >= max(r.end_s for r in records)
+    assert (run.settings["engine"], run.settings["processes"]) == ("ray", 2)
+    rate = 5.0
+    run = run_open_loop_processes(factory, prompts, rate=rate, seed=3, processes=2, engine="ray")
+    offsets = arrival_offsets(len(prompts), rate, seed=3)
+    arrivals = np.array([r.start_s - r.client_queue_s for r in run.records])
+    assert run.completed == 8
+    assert np.all(arrivals >= offsets - 1e-3) and np.all(arrivals - offsets < 0.5 / rate)
+
+
+@pytest.mark.slow
+def test_ray_engine_failure_names_the_process_and_frees_the_actors(local_ray):
+    factory = partial(LeanClient, "http://127.0.0.1:9/v1", "m", max_tokens=0)  # raises in the actor
+    with pytest.raises(LoadProcessError, match=r"load process 0 failed(.|\n)*max_tokens must be >= 1"):
+        run_closed_loop_processes(factory, ["p"] * 2, concurrency=2, processes=2, engine="ray")
+    deadline = time.monotonic() + 60
+    while local_ray.available_resources().get("CPU", 0) < 2:  # the actors were killed: their CPUs free
+        assert time.monotonic() < deadline, local_ray.available_resources()
+        time.sleep(0.1)
+
+
+def test_an_unknown_engine_is_a_clear_error():
+    factory = partial(LeanClient, "http://127.0.0.1:9/v1", "m")
+    with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
+        run_closed_loop_processes(factory, ["p"] * 2, concurrency=2, processes=2, engine="dask")
