@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="closed/open: send each run from N load processes, each its own event loop, records "
         "merged on one clock (--concurrency is the total, split over them)",
     )
+    load.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where the load processes run: local processes, or Ray actors (several machines)",
+    )
+    load.add_argument("--ray-address", help="--engine ray: a Ray cluster to join (default: start Ray here)")
     slo = parser.add_argument_group("goodput objectives (ms)")
     slo.add_argument("--slo-ttft-ms", type=float)
     slo.add_argument("--slo-tpot-ms", type=float)
@@ -168,12 +175,14 @@ def _check_processes(args: argparse.Namespace, concurrencies: list[int]) -> None
     processes = args.processes
     if processes < 1:
         raise ValueError(f"--processes must be >= 1, got {processes}")
-    if processes == 1:
+    if args.ray_address and args.engine != "ray":
+        raise ValueError("--ray-address is for Ray actors: add --engine ray")
+    if processes == 1 and args.engine == "local":
         return
     if args.mode in ("serial", "threads"):
         raise ValueError(
-            f"--processes needs --mode closed or open (--mode {args.mode} drives LangChain's sync "
-            "API from this one process)"
+            f"--processes and --engine ray need --mode closed or open (--mode {args.mode} drives "
+            "LangChain's sync API from this one process)"
         )
     if any(c < processes for c in concurrencies):
         raise ValueError(
@@ -259,15 +268,15 @@ def _run(args: argparse.Namespace, settings: dict, endpoint: Any) -> list[RunRes
     factory = _target_factory(args, endpoint)
     warmup = args.warmup
     cap = settings["concurrencies"][0] if settings["concurrencies"] else None
-    if args.processes > 1:
+    if args.processes > 1 or args.engine == "ray":
+        where = {"processes": args.processes, "engine": args.engine, "ray_address": args.ray_address}
         if args.mode == "closed":
             return sweep_concurrency_processes(
-                factory, prompts, settings["concurrencies"], processes=args.processes, warmup=warmup,
-                progress=progress,
-            )  # fmt: skip
+                factory, prompts, settings["concurrencies"], warmup=warmup, progress=progress, **where
+            )
         return sweep_rates_processes(
-            factory, prompts, settings["rates"], processes=args.processes, burstiness=args.burstiness,
-            max_concurrency=cap, seed=args.seed, warmup=warmup, progress=progress,
+            factory, prompts, settings["rates"], burstiness=args.burstiness, max_concurrency=cap,
+            seed=args.seed, warmup=warmup, progress=progress, **where,
         )  # fmt: skip
     target = factory()
     if args.mode == "serial":

@@ -18,7 +18,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.bench.load import run_closed_loop, run_open_loop
-from helpers.bench.multiproc import TargetFactory, run_closed_loop_processes, run_open_loop_processes
+from helpers.bench.multiproc import (
+    Engine,
+    TargetFactory,
+    run_closed_loop_processes,
+    run_open_loop_processes,
+)
 from helpers.bench.records import RunResult
 from helpers.bench.targets import AsyncTarget
 
@@ -88,12 +93,15 @@ def sweep_concurrency_processes(
     *,
     processes: int,
     warmup: int | None = None,
+    engine: Engine = "local",
+    ray_address: str | None = None,
     progress: bool = False,
 ) -> list[RunResult]:
     """:func:`sweep_concurrency` with each run sent from ``processes`` load processes.
 
     Each concurrency is the total in flight, split over the processes; each run starts its own
-    processes (a few seconds of start-up each, not counted).
+    processes (a few seconds of start-up each, not counted). ``engine``/``ray_address``: local
+    processes or Ray actors (:func:`~helpers.bench.multiproc.run_closed_loop_processes`).
     """
     _check_points("concurrencies", concurrencies)
     return [
@@ -103,6 +111,8 @@ def sweep_concurrency_processes(
             concurrency=concurrency,
             processes=processes,
             warmup=concurrency if warmup is None else warmup,
+            engine=engine,
+            ray_address=ray_address,
         )
         for concurrency in tqdm(concurrencies, desc="sweep", unit="run", disable=not progress)
     ]
@@ -118,6 +128,8 @@ def sweep_rates_processes(
     max_concurrency: int | None = None,
     seed: int = 0,
     warmup: int | None = None,
+    engine: Engine = "local",
+    ray_address: str | None = None,
     progress: bool = False,
 ) -> list[RunResult]:
     """:func:`sweep_rates` with each run sent from ``processes`` load processes (arrival ``k`` from
@@ -133,6 +145,8 @@ def sweep_rates_processes(
             max_concurrency=max_concurrency,
             seed=seed,
             warmup=processes if warmup is None else warmup,
+            engine=engine,
+            ray_address=ray_address,
         )
         for rate in tqdm(rates, desc="sweep", unit="run", disable=not progress)
     ]
