@@ -95,11 +95,11 @@ def main() -> Report:
             ratios = [b.chunks_per_s / a.chunks_per_s for a, b in zip(measured[1], measured[2], strict=True)]
             ratio = two / one
             cores = [statistics.median(m.client_cores for m in measured[n]) for n in (1, 2)]
-            server = statistics.median(m.server_cores for m in measured[2])
+            server_cores = statistics.median(m.server_cores for m in measured[2])
             print(
                 f"  {path.name}: 1 process {one:,.0f} chunks/s, 2 processes {two:,.0f}: {ratio:.2f}x "
                 f"(per-round ratios {min(ratios):.2f}-{max(ratios):.2f}); client cores "
-                f"{cores[0]:.2f} / {cores[1]:.2f}, server {server:.2f} cores with 2"
+                f"{cores[0]:.2f} / {cores[1]:.2f}, server {server_cores:.2f} cores with 2"
             )
             met = ratio >= TARGET if path.name == "lean" else None
             report.add(
