@@ -1,6 +1,6 @@
 """The measuring client scales with processes: streamed chunks/s read by 1 vs 2 load processes.
 
-The same closed-loop load (``helpers.bench.multiproc``, lean client, 32 streams in all) sent from one
+The same closed-loop load (``helpers.bench.multiproc``, lean client, 128 streams in all) sent from one
 and from two load processes against the firehose server (``kit_tools.firehose``, never the limit:
 each reply is pre-rendered, 1000 chunks long and written 250 events at a time, so the server's CPU
 per chunk is a fraction of the client's). Rounds alternate 1 and 2 processes; the figure is the
@@ -8,8 +8,8 @@ median over the rounds.
 Target: 2 processes read >= 1.8x the chunks/s of one. The client cores each setting used are
 printed with it: on a 2-core machine the second process only helps as far as a second core is
 free (the server needs ~0.15 core per client core here, and any other work on the machine counts).
-The LangChain ``astream`` path is measured the same way (fewer requests: it reads ~10x fewer
-chunks per CPU-second).
+The LangChain ``astream`` path is measured the same way (32 streams and fewer requests: it reads
+~20x fewer chunks per CPU-second).
 
 Run: ``python -m benchmarks.bench_multiproc`` (about two minutes).
 """
@@ -30,7 +30,6 @@ from kit_tools.firehose import FirehoseServer, serve_firehose
 
 CHUNKS = 1000  # token events per reply: long replies, so the server's per-request CPU is spread thin
 EVENTS_PER_WRITE = 250  # and its per-write CPU too (4 writes a reply)
-CONCURRENCY = 32  # streams in flight in all, split over the processes
 ROUNDS = 5
 TARGET = 1.8
 
@@ -39,6 +38,8 @@ TARGET = 1.8
 class ClientPath:
     name: str
     factory: TargetFactory
+    concurrency: int  # streams in flight in all, split over the processes (16 each was too few
+    # for the lean client to keep its core busy: it waited on the server's writes)
     requests: int  # per run: a few seconds of load from one process
     rounds: int
 
@@ -47,14 +48,18 @@ class ClientPath:
 class Measured:
     chunks_per_s: float
     client_cores: float  # the load processes' CPU seconds per second of run
-    server_cores: float  # the firehose's, over the whole run (spawn and warm-up included)
+    server_cores: float  # the firehose's CPU over the call (warm-up too) per second of run
 
 
 def measure(server: FirehoseServer, path: ClientPath, processes: int) -> Measured:
     firehose = psutil.Process(server.process.pid)
     before = sum(firehose.cpu_times()[:2])
     run = run_closed_loop_processes(
-        path.factory, ["p"] * path.requests, concurrency=CONCURRENCY, processes=processes, warmup=CONCURRENCY
+        path.factory,
+        ["p"] * path.requests,
+        concurrency=path.concurrency,
+        processes=processes,
+        warmup=path.concurrency,
     )
     server_cpu = sum(firehose.cpu_times()[:2]) - before
     assert run.failed == 0, run.records[0].error if run.records else "no records"
@@ -83,12 +88,12 @@ def main() -> Report:
     print(f"machine: {machine_line()}")
     print(
         f"streamed chunks/s read by 1 vs 2 load processes (firehose: {CHUNKS} chunks a reply, "
-        f"{EVENTS_PER_WRITE} events a write; {CONCURRENCY} streams in all; median of interleaved rounds)"
+        f"{EVENTS_PER_WRITE} events a write; median of interleaved rounds)"
     )
     with serve_firehose(chunks=CHUNKS, events_per_write=EVENTS_PER_WRITE) as server:
         lean = partial(LeanClient, server.base_url, "firehose", max_tokens=CHUNKS)
         langchain = partial(langchain_target, server.base_url, "firehose", max_retries=0)
-        paths = [ClientPath("lean", lean, 1152, ROUNDS), ClientPath("langchain", langchain, 64, 3)]
+        paths = [ClientPath("lean", lean, 128, 1152, ROUNDS), ClientPath("langchain", langchain, 32, 64, 3)]
         for path in paths:
             measured = compare(server, path)
             one, two = (statistics.median(m.chunks_per_s for m in measured[n]) for n in (1, 2))
@@ -103,8 +108,8 @@ def main() -> Report:
             )
             met = ratio >= TARGET if path.name == "lean" else None
             report.add(
-                f"streamed chunks/s, {path.name} path: 1 / 2 load processes (ratio of medians; rounds; "
-                "client cores used)",
+                f"streamed chunks/s, {path.name} path, {path.concurrency} streams: 1 / 2 load processes "
+                "(ratio of medians; rounds; client cores used)",
                 f"{one:,.0f} / {two:,.0f} ({ratio:.2f}x; {min(ratios):.2f}-{max(ratios):.2f}x; "
                 f"{cores[0]:.2f} / {cores[1]:.2f})",
                 f">= {TARGET}x" if met is not None else "",
