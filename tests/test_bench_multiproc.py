@@ -175,7 +175,7 @@ def test_a_load_process_killed_mid_run_fails_the_run_and_the_others_are_stopped(
             time.sleep(0.05)
         senders = {prompts_sent[0]: pid for pid, prompts_sent in sent(tmp_path).items()}
         os.kill(senders["p1"], signal.SIGKILL)
-        with pytest.raises(LoadProcessError, match=r"load process 1 failed.*exited without a word"):
+        with pytest.raises(LoadProcessError, match=r"load process 1 failed.*killed by SIGKILL"):
             run.result(timeout=120)
     assert load_processes() == []  # process 0, mid-request, was stopped too
 
@@ -239,8 +239,8 @@ def test_ray_engine_runs_each_share_in_an_actor_on_one_clock(sim, local_ray):
 
 @pytest.mark.slow
 def test_ray_engine_failure_names_the_process_and_frees_the_actors(local_ray):
-    factory = partial(LeanClient, "http://127.0.0.1:9/v1", "m", max_tokens=0)  # raises in the actor
-    with pytest.raises(LoadProcessError, match=r"load process 0 failed(.|\n)*max_tokens must be >= 1"):
+    factory = partial(LeanClient, "http://127.0.0.1:9/v1", "m", max_tokens=0)  # raises in both actors
+    with pytest.raises(LoadProcessError, match=r"load process [01] failed(.|\n)*max_tokens must be >= 1"):
         run_closed_loop_processes(factory, ["p"] * 2, concurrency=2, processes=2, engine="ray")
     deadline = time.monotonic() + 60
     while local_ray.available_resources().get("CPU", 0) < 2:  # the actors were killed: their CPUs free

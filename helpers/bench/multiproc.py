@@ -270,8 +270,8 @@ def _run_local(factory: TargetFactory, shares: list[Share]) -> list[ShareRun]:
     """Each share in a spawned process; one start on the machine's CLOCK_MONOTONIC."""
     children = _start_children(factory, shares)
     try:
-        for i, (_, conn) in enumerate(children):
-            _expect(conn, i, "ready")
+        for i, (process, conn) in enumerate(children):
+            _expect(process, conn, i, "ready")
         start = time.perf_counter() + START_MARGIN_S
         for _, conn in children:
             conn.send(("go", start))
@@ -280,7 +280,7 @@ def _run_local(factory: TargetFactory, shares: list[Share]) -> list[ShareRun]:
         while waiting:
             for conn in wait(list(waiting)):
                 i = waiting.pop(conn)  # type: ignore[call-overload]
-                runs[i] = _expect(conn, i, "done")
+                runs[i] = _expect(children[i][0], conn, i, "done")
     finally:
         _stop(children)
     return runs
@@ -309,17 +309,29 @@ def _start_children(
     return children
 
 
-def _expect(conn: Connection, process: int, kind: str) -> Any:
+def _expect(child: multiprocessing.process.BaseProcess, conn: Connection, number: int, kind: str) -> Any:
     """The next message of a child, which must be ``kind``; its error or death raises."""
     try:
         message = conn.recv()
     except EOFError:
-        raise LoadProcessError(process, "it exited without a word (killed, or crashed in C code)") from None
+        raise LoadProcessError(number, _death(child)) from None
     if message[0] == "error":
-        raise LoadProcessError(process, message[1])
+        raise LoadProcessError(number, message[1])
     if message[0] != kind:
-        raise LoadProcessError(process, f"sent {message[0]!r} instead of {kind!r}")
+        raise LoadProcessError(number, f"sent {message[0]!r} instead of {kind!r}")
     return message[1]
+
+
+def _death(child: multiprocessing.process.BaseProcess) -> str:
+    """Why a child that closed its pipe without a word is gone."""
+    child.join(STOP_TIMEOUT_S)
+    code = child.exitcode
+    if code is not None and code < 0:
+        return f"it was killed by {signal.Signals(-code).name}, without a word"
+    return (
+        f"it exited without a word (exit code {code}; its traceback, if any, is on stderr; a "
+        'script that starts load processes without an `if __name__ == "__main__":` guard ends so)'
+    )
 
 
 def _stop(children: list[tuple[multiprocessing.process.BaseProcess, Connection]]) -> None:
