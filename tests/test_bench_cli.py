@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from helpers.bench.cli import main
 
@@ -70,3 +71,65 @@ def test_bad_arguments_say_what_to_do(capsys):
     assert "must be > 0" in capsys.readouterr().err
     assert main(["--no-stream", "--slo-ttft-ms", "100"]) == 2
     assert "need streamed requests" in capsys.readouterr().err
+
+
+def test_processes_sweep_each_run_from_two_load_processes(tmp_path, capsys):
+    code = main(
+        ["--sim", "instant", "--processes", "2", "--concurrency", "2,4", "--num-prompts", "8",
+         "--max-tokens", "8", "--ignore-eos", "--name", "mp", "--results-dir", str(tmp_path), "--no-progress"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "closed c=4, 2 processes" in out
+    summary = pd.read_csv(tmp_path / "mp_summary.csv")
+    assert summary["concurrency"].tolist() == [2, 4] and summary["processes"].tolist() == [2, 2]
+    assert summary["process_concurrency"].tolist() == ["1,1", "2,2"]
+    assert summary["completed"].tolist() == [8, 8] and summary["total_output_tokens"].tolist() == [64, 64]
+
+
+def test_processes_open_loop_on_the_langchain_path(tmp_path, capsys):
+    code = main(
+        ["--sim", "instant", "--path", "langchain", "--mode", "open", "--rate", "inf,50", "--processes", "2",
+         "--num-prompts", "6", "--max-tokens", "8", "--ignore-eos", "--name", "mp-open",
+         "--results-dir", str(tmp_path), "--no-progress"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = pd.read_csv(tmp_path / "mp-open_summary.csv")
+    assert summary["path"].tolist() == ["langchain"] * 2 and summary["processes"].tolist() == [2, 2]
+    assert summary["completed"].tolist() == [6, 6] and summary["total_output_tokens"].tolist() == [48, 48]
+
+
+def test_bad_processes_arguments_say_what_to_do(capsys):
+    assert main(["--path", "langchain", "--mode", "threads", "--processes", "2"]) == 2
+    assert "--mode closed or open" in capsys.readouterr().err
+    assert main(["--path", "langchain", "--mode", "serial", "--engine", "ray"]) == 2
+    assert "--mode closed or open" in capsys.readouterr().err
+    assert main(["--processes", "2", "--concurrency", "4", "--ray-address", "ray://head:10001"]) == 2
+    assert "add --engine ray" in capsys.readouterr().err
+    assert main(["--processes", "0"]) == 2
+    assert "--processes must be >= 1" in capsys.readouterr().err
+    assert main(["--processes", "2", "--concurrency", "1,4"]) == 2
+    assert "at least one request in flight" in capsys.readouterr().err
+    assert main(["--processes", "4", "--num-prompts", "2", "--concurrency", "4"]) == 2
+    assert "at least one prompt each" in capsys.readouterr().err
+    assert main(["--mode", "open", "--processes", "2", "--concurrency", "1"]) == 2
+    assert "at least one request in flight" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_engine_ray_sends_from_ray_actors(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    try:
+        code = main(
+            ["--sim", "instant", "--engine", "ray", "--processes", "2", "--concurrency", "2", "--num-prompts",
+             "4", "--max-tokens", "8", "--ignore-eos", "--name", "ray", "--results-dir", str(tmp_path),
+             "--no-progress"]
+        )  # fmt: skip
+    finally:
+        ray.shutdown()  # main started a local Ray (num_cpus=2): the tests after it start their own
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = pd.read_csv(tmp_path / "ray_summary.csv")
+    assert summary["engine"].tolist() == ["ray"] and summary["processes"].tolist() == [2]
+    assert summary["completed"].tolist() == [4] and summary["total_output_tokens"].tolist() == [32]

@@ -3,7 +3,8 @@
 Kept apart like vLLM's ``benchmarks/serve.py``: *targets* time one request (the lean httpx SSE
 reader or a LangChain model), *load generators* decide when requests are sent, *metrics* turn
 request records into per-run figures, *results* save and load them with their metadata;
-*timing* notes when the calls of LangChain's own ``batch``/``abatch`` ran, for timelines.
+*timing* notes when the calls of LangChain's own ``batch``/``abatch`` ran, for timelines;
+*multiproc* sends one closed- or open-loop run from several load processes, merged on one clock.
 
 Example (in a notebook cell; in a script wrap it in ``asyncio.run``)::
 
@@ -29,6 +30,12 @@ from helpers.bench.metrics import (
     summarize,
     summary_frame,
 )
+from helpers.bench.multiproc import (
+    LoadProcessError,
+    langchain_target,
+    run_closed_loop_processes,
+    run_open_loop_processes,
+)
 from helpers.bench.records import RequestRecord, RunResult
 from helpers.bench.results import (
     BenchResult,
@@ -39,7 +46,13 @@ from helpers.bench.results import (
     machine_info,
     save_result,
 )
-from helpers.bench.sweep import ideal_frame, sweep_concurrency, sweep_rates
+from helpers.bench.sweep import (
+    ideal_frame,
+    sweep_concurrency,
+    sweep_concurrency_processes,
+    sweep_rates,
+    sweep_rates_processes,
+)
 from helpers.bench.targets import LangChainTarget
 from helpers.bench.timing import RequestTimer, TimedBatch, timed_abatch, timed_batch
 
@@ -48,6 +61,7 @@ __all__ = [
     "BenchResult",
     "LangChainTarget",
     "LeanClient",
+    "LoadProcessError",
     "RequestRecord",
     "RequestTimer",
     "RunResult",
@@ -57,20 +71,25 @@ __all__ = [
     "default_results_dir",
     "describe_metadata",
     "ideal_frame",
+    "langchain_target",
     "load_result",
     "machine_info",
     "max_concurrency",
     "percentile_table",
     "requests_frame",
     "run_closed_loop",
+    "run_closed_loop_processes",
     "run_open_loop",
+    "run_open_loop_processes",
     "run_serial",
     "run_threads",
     "save_result",
     "summarize",
     "summary_frame",
     "sweep_concurrency",
+    "sweep_concurrency_processes",
     "sweep_rates",
+    "sweep_rates_processes",
     "timed_abatch",
     "timed_batch",
 ]

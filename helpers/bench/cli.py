@@ -5,6 +5,7 @@ Examples::
     python -m helpers.bench --sim t4 --mode closed --concurrency 1,4,16,64 --plots
     python -m helpers.bench --base-url http://gpu-pod:8000/v1 --mode open --rate 2,8,inf
     python -m helpers.bench --sim l4 --path langchain --mode serial --num-prompts 20 --no-stream
+    python -m helpers.bench --sim l4 --mode closed --concurrency 64,128 --processes 2
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -22,10 +24,16 @@ import pandas as pd
 from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import run_serial, run_threads
 from helpers.bench.metrics import SLO
+from helpers.bench.multiproc import TargetFactory, langchain_target
 from helpers.bench.records import RunResult
 from helpers.bench.results import BenchResult, collect_metadata, default_results_dir, save_result
-from helpers.bench.sweep import ideal_frame, sweep_concurrency, sweep_rates
-from helpers.bench.targets import LangChainTarget
+from helpers.bench.sweep import (
+    ideal_frame,
+    sweep_concurrency,
+    sweep_concurrency_processes,
+    sweep_rates,
+    sweep_rates_processes,
+)
 
 SHOWN_COLUMNS = [
     "label",
@@ -89,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--burstiness", type=float, default=1.0, help="1 = Poisson arrivals")
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--warmup", type=int, help="uncounted requests before each run")
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="closed/open: send each run from N load processes, each its own event loop, records "
+        "merged on one clock (--concurrency is the total, split over them)",
+    )
+    load.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where the load processes run: local processes, or Ray actors (several machines)",
+    )
+    load.add_argument("--ray-address", help="--engine ray: a Ray cluster to join (default: start Ray here)")
     slo = parser.add_argument_group("goodput objectives (ms)")
     slo.add_argument("--slo-ttft-ms", type=float)
     slo.add_argument("--slo-tpot-ms", type=float)
@@ -143,9 +165,34 @@ def _validated(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.mode == "open" and len(concurrencies) > 1:
         raise ValueError("--mode open takes one --concurrency value: the cap on requests in flight")
+    _check_processes(args, concurrencies)
     if (args.slo_ttft_ms or args.slo_tpot_ms) and args.no_stream:
         raise ValueError("TTFT and TPOT objectives need streamed requests: drop --no-stream")
     return {"concurrencies": concurrencies, "rates": rates}
+
+
+def _check_processes(args: argparse.Namespace, concurrencies: list[int]) -> None:
+    processes = args.processes
+    if processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {processes}")
+    if args.ray_address and args.engine != "ray":
+        raise ValueError("--ray-address is for Ray actors: add --engine ray")
+    if processes == 1 and args.engine == "local":
+        return
+    if args.mode in ("serial", "threads"):
+        raise ValueError(
+            f"--processes and --engine ray need --mode closed or open (--mode {args.mode} drives "
+            "LangChain's sync API from this one process)"
+        )
+    if any(c < processes for c in concurrencies):
+        raise ValueError(
+            f"--concurrency {','.join(map(str, concurrencies))} with --processes {processes}: every "
+            "process needs at least one request in flight; raise the concurrency or use fewer processes"
+        )
+    if args.num_prompts < processes:
+        raise ValueError(
+            f"--num-prompts {args.num_prompts} for --processes {processes}: give at least one prompt each"
+        )
 
 
 def _numbers(text: str, kind: type, flag: str) -> list:
@@ -188,32 +235,50 @@ def _extra_body(args: argparse.Namespace) -> dict[str, Any]:
     return body or {}
 
 
-def _run(args: argparse.Namespace, settings: dict, endpoint: Any) -> list[RunResult]:
-    prompts = _prompts(args)
-    progress = not args.no_progress
+def _target_factory(args: argparse.Namespace, endpoint: Any) -> TargetFactory:
+    """The request path as a picklable factory: built here, or in each load process."""
+    api_key = endpoint.api_key.get_secret_value()
     stream = not args.no_stream
     if args.path == "lean":
-        target: Any = LeanClient(
+        return partial(
+            LeanClient,
             endpoint.base_url,
             endpoint.model,
-            api_key=endpoint.api_key.get_secret_value(),
+            api_key=api_key,
             max_tokens=args.max_tokens,
             stream=stream,
             extra_body=_extra_body(args),
         )
-    else:
-        from helpers.chat import make_chat_model
+    return partial(
+        langchain_target,
+        endpoint.base_url,
+        endpoint.model,
+        api_key=api_key,
+        stream=stream,
+        thinking={"on": True, "off": False, "default": None}[args.thinking],
+        max_tokens=args.max_tokens,
+        max_retries=0,
+        extra_body={"ignore_eos": True} if args.ignore_eos else None,
+    )
 
-        thinking = {"on": True, "off": False, "default": None}[args.thinking]
-        model = make_chat_model(
-            thinking,
-            endpoint,
-            max_tokens=args.max_tokens,
-            max_retries=0,
-            extra_body={"ignore_eos": True} if args.ignore_eos else None,
-        )
-        target = LangChainTarget(model, stream=stream)
+
+def _run(args: argparse.Namespace, settings: dict, endpoint: Any) -> list[RunResult]:
+    prompts = _prompts(args)
+    progress = not args.no_progress
+    factory = _target_factory(args, endpoint)
     warmup = args.warmup
+    cap = settings["concurrencies"][0] if settings["concurrencies"] else None
+    if args.processes > 1 or args.engine == "ray":
+        where = {"processes": args.processes, "engine": args.engine, "ray_address": args.ray_address}
+        if args.mode == "closed":
+            return sweep_concurrency_processes(
+                factory, prompts, settings["concurrencies"], warmup=warmup, progress=progress, **where
+            )
+        return sweep_rates_processes(
+            factory, prompts, settings["rates"], burstiness=args.burstiness, max_concurrency=cap,
+            seed=args.seed, warmup=warmup, progress=progress, **where,
+        )  # fmt: skip
+    target = factory()
     if args.mode == "serial":
         return [run_serial(target, prompts, warmup=warmup or 1, progress=progress)]
     if args.mode == "threads":
@@ -227,7 +292,6 @@ def _run(args: argparse.Namespace, settings: dict, endpoint: Any) -> list[RunRes
         return asyncio.run(
             sweep_concurrency(target, prompts, settings["concurrencies"], warmup=warmup, progress=progress)
         )
-    cap = settings["concurrencies"][0] if settings["concurrencies"] else None
     return asyncio.run(
         sweep_rates(
             target,

@@ -122,7 +122,6 @@ async def run_open_loop(
     if warmup:
         await _closed_loop(target, _warmup_prompts(prompts, warmup), max_concurrency or warmup, None)
     offsets = arrival_offsets(len(prompts), rate, burstiness, seed)
-    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     settings = _settings(
         "open",
         target,
@@ -134,27 +133,7 @@ async def run_open_loop(
         seed=seed,
     )
     with _bar(len(prompts), settings, progress) as bar, _Clock() as clock:
-
-        async def send(prompt: str, arrival: float) -> RequestRecord:
-            if slots is None:
-                record = await target.arequest(prompt)
-            else:
-                async with slots:
-                    record = await target.arequest(prompt)
-            record.client_queue_s = record.start_s - arrival
-            bar.update()
-            return record
-
-        # A task group: cancelled while it sleeps until the next arrival, the run also cancels
-        # the requests already sent instead of leaving them running on the loop.
-        async with asyncio.TaskGroup() as group:
-            tasks = []
-            for prompt, offset in zip(prompts, offsets, strict=True):
-                delay = clock.start + offset - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(group.create_task(send(prompt, time.perf_counter())))
-        records = [task.result() for task in tasks]
+        records = await _open_loop(target, prompts, offsets, clock.start, max_concurrency, bar)
     return _finish(records, clock, settings)
 
 
@@ -184,6 +163,41 @@ async def _closed_loop(
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(prompts)))))
     return records  # type: ignore[return-value]  # every slot was filled
+
+
+async def _open_loop(
+    target: AsyncTarget,
+    prompts: Sequence[str],
+    offsets: Sequence[float],
+    start: float,
+    max_concurrency: int | None,
+    bar: Any,
+) -> list[RequestRecord]:
+    """Send prompt ``k`` at ``start + offsets[k]`` (``perf_counter`` seconds), at most
+    ``max_concurrency`` in flight; each record's client queue time is from its arrival to its send."""
+    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    async def send(prompt: str, arrival: float) -> RequestRecord:
+        if slots is None:
+            record = await target.arequest(prompt)
+        else:
+            async with slots:
+                record = await target.arequest(prompt)
+        record.client_queue_s = record.start_s - arrival
+        if bar is not None:
+            bar.update()
+        return record
+
+    # A task group: cancelled while it sleeps until the next arrival, the run also cancels the
+    # requests already sent instead of leaving them running on the loop.
+    async with asyncio.TaskGroup() as group:
+        tasks = []
+        for prompt, offset in zip(prompts, offsets, strict=True):
+            delay = start + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(group.create_task(send(prompt, time.perf_counter())))
+    return [task.result() for task in tasks]
 
 
 class _Clock:

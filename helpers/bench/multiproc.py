@@ -32,8 +32,8 @@ their records into one :class:`RunResult` as if one client had sent them.
   them; children ignore SIGINT so that the parent decides, and each exits by itself if the parent
   dies without cleaning up (parent-pid poll), so none is left behind.
 
-Local processes only: several machines (Ray workers) would need wall-clock alignment between
-machines, which this module does not do.
+``engine="ray"`` runs each load process as a Ray actor instead, on this machine or on a cluster's
+(:mod:`helpers.bench.ray_load`: one wall-clock start, accurate across machines to their NTP skew).
 
 Example::
 
@@ -51,20 +51,23 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Literal
 
-from helpers.bench.load import _closed_loop, arrival_offsets
+from helpers.bench.load import _closed_loop, _open_loop, arrival_offsets
 from helpers.bench.records import RequestRecord, RunResult, describe_settings
 from helpers.bench.targets import AsyncTarget
 
 TargetFactory = Callable[[], AsyncTarget]
+Engine = Literal["local", "ray"]
+ENGINES = ("local", "ray")
 START_MARGIN_S = 0.05  # the shared start is this far after the last child is ready
 STOP_TIMEOUT_S = 5.0
 
@@ -78,7 +81,7 @@ class LoadProcessError(RuntimeError):
 
 
 @dataclass
-class _Share:
+class Share:
     """What one child sends: its prompts (with their indices in the whole run) and its load."""
 
     indices: list[int]
@@ -89,7 +92,7 @@ class _Share:
 
 
 @dataclass
-class _ChildRun:
+class ShareRun:
     """What one child sends back: records with times from the shared start."""
 
     records: list[RequestRecord]
@@ -97,7 +100,6 @@ class _ChildRun:
     cpu_s: float
     path: str
     stream: bool
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def langchain_target(
@@ -123,13 +125,16 @@ def run_closed_loop_processes(
     concurrency: int,
     processes: int,
     warmup: int = 0,
+    engine: Engine = "local",
+    ray_address: str | None = None,
 ) -> RunResult:
     """:func:`~helpers.bench.load.run_closed_loop` from ``processes`` processes, merged.
 
     ``concurrency`` is the total in flight (at least one per process); ``warmup`` the total of
-    uncounted requests, split like the concurrency.
+    uncounted requests, split like the concurrency. ``engine="ray"``: each load process is a Ray
+    actor (on the cluster at ``ray_address``, else a local Ray), see :mod:`helpers.bench.ray_load`.
     """
-    _check(prompts, processes, warmup)
+    _check(prompts, processes, warmup, engine)
     if concurrency < processes:
         raise ValueError(
             f"concurrency {concurrency} < processes {processes}: every process needs at least one "
@@ -139,11 +144,11 @@ def run_closed_loop_processes(
     owners = deal(len(prompts), slots)
     warmups = split_evenly(warmup, processes)
     shares = [
-        _Share(list(owners[i]), [prompts[k] for k in owners[i]], warmups[i], slots[i])
+        Share(list(owners[i]), [prompts[k] for k in owners[i]], warmups[i], slots[i])
         for i in range(processes)
     ]
     settings = {"generator": "closed", "concurrency": concurrency}
-    return _run(target_factory, shares, settings, len(prompts), warmup)
+    return _run(target_factory, shares, settings, len(prompts), warmup, engine, ray_address)
 
 
 def run_open_loop_processes(
@@ -156,13 +161,16 @@ def run_open_loop_processes(
     max_concurrency: int | None = None,
     seed: int = 0,
     warmup: int = 0,
+    engine: Engine = "local",
+    ray_address: str | None = None,
 ) -> RunResult:
     """:func:`~helpers.bench.load.run_open_loop` from ``processes`` processes, merged.
 
     The arrivals are the one-process schedule of ``rate``/``burstiness``/``seed``, arrival ``k``
-    sent by process ``k % processes``; ``max_concurrency`` caps each process at its share.
+    sent by process ``k % processes``; ``max_concurrency`` caps each process at its share;
+    ``engine`` and ``ray_address`` as in :func:`run_closed_loop_processes`.
     """
-    _check(prompts, processes, warmup)
+    _check(prompts, processes, warmup, engine)
     if not rate > 0:
         raise ValueError(f"rate must be > 0 requests/s (or math.inf), got {rate}")
     if not burstiness > 0:
@@ -180,12 +188,12 @@ def run_open_loop_processes(
     for i in range(processes):
         mine = list(range(i, len(prompts), processes))
         shares.append(
-            _Share(mine, [prompts[k] for k in mine], warmups[i], caps[i], [float(offsets[k]) for k in mine])
+            Share(mine, [prompts[k] for k in mine], warmups[i], caps[i], [float(offsets[k]) for k in mine])
         )
     settings: dict[str, Any] = {"generator": "open", "rate": rate, "burstiness": burstiness, "seed": seed}
     if max_concurrency is not None:
         settings["concurrency"] = max_concurrency
-    return _run(target_factory, shares, settings, len(prompts), warmup)
+    return _run(target_factory, shares, settings, len(prompts), warmup, engine, ray_address)
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -215,7 +223,9 @@ def deal(count: int, weights: Sequence[int]) -> list[list[int]]:
     return owners
 
 
-def _check(prompts: Sequence[str], processes: int, warmup: int) -> None:
+def _check(prompts: Sequence[str], processes: int, warmup: int, engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string: pass [prompt]")
     if processes < 1:
@@ -226,29 +236,58 @@ def _check(prompts: Sequence[str], processes: int, warmup: int) -> None:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
 
 
+def _check_picklable(factory: TargetFactory) -> None:
+    try:
+        pickle.dumps(factory)
+    except Exception as error:
+        raise TypeError(
+            f"target_factory must be picklable to reach the load processes ({error}): use "
+            "functools.partial(LeanClient, base_url, model, ...) or a module-level function, "
+            "not a lambda or a local function"
+        ) from None
+
+
 def _run(
-    factory: TargetFactory, shares: list[_Share], load: dict[str, Any], requests: int, warmup: int
+    factory: TargetFactory,
+    shares: list[Share],
+    load: dict[str, Any],
+    requests: int,
+    warmup: int,
+    engine: Engine,
+    ray_address: str | None,
 ) -> RunResult:
+    _check_picklable(factory)
+    if engine == "ray":
+        from helpers.bench.ray_load import run_on_ray
+
+        runs = run_on_ray(factory, shares, ray_address)
+    else:
+        runs = _run_local(factory, shares)
+    return _merge(runs, shares, {**load, "engine": engine}, requests, warmup)
+
+
+def _run_local(factory: TargetFactory, shares: list[Share]) -> list[ShareRun]:
+    """Each share in a spawned process; one start on the machine's CLOCK_MONOTONIC."""
     children = _start_children(factory, shares)
     try:
-        for i, (_, conn) in enumerate(children):
-            _expect(conn, i, "ready")
+        for i, (process, conn) in enumerate(children):
+            _expect(process, conn, i, "ready")
         start = time.perf_counter() + START_MARGIN_S
         for _, conn in children:
             conn.send(("go", start))
-        runs: list[_ChildRun] = [None] * len(children)  # type: ignore[list-item]
+        runs: list[ShareRun] = [None] * len(children)  # type: ignore[list-item]
         waiting = {conn: i for i, (_, conn) in enumerate(children)}
         while waiting:
             for conn in wait(list(waiting)):
                 i = waiting.pop(conn)  # type: ignore[call-overload]
-                runs[i] = _expect(conn, i, "done")
+                runs[i] = _expect(children[i][0], conn, i, "done")
     finally:
         _stop(children)
-    return _merge(runs, shares, load, requests, warmup)
+    return runs
 
 
 def _start_children(
-    factory: TargetFactory, shares: list[_Share]
+    factory: TargetFactory, shares: list[Share]
 ) -> list[tuple[multiprocessing.process.BaseProcess, Connection]]:
     context = multiprocessing.get_context("spawn")
     children = []
@@ -270,17 +309,29 @@ def _start_children(
     return children
 
 
-def _expect(conn: Connection, process: int, kind: str) -> Any:
+def _expect(child: multiprocessing.process.BaseProcess, conn: Connection, number: int, kind: str) -> Any:
     """The next message of a child, which must be ``kind``; its error or death raises."""
     try:
         message = conn.recv()
     except EOFError:
-        raise LoadProcessError(process, "it exited without a word (killed, or crashed in C code)") from None
+        raise LoadProcessError(number, _death(child)) from None
     if message[0] == "error":
-        raise LoadProcessError(process, message[1])
+        raise LoadProcessError(number, message[1])
     if message[0] != kind:
-        raise LoadProcessError(process, f"sent {message[0]!r} instead of {kind!r}")
+        raise LoadProcessError(number, f"sent {message[0]!r} instead of {kind!r}")
     return message[1]
+
+
+def _death(child: multiprocessing.process.BaseProcess) -> str:
+    """Why a child that closed its pipe without a word is gone."""
+    child.join(STOP_TIMEOUT_S)
+    code = child.exitcode
+    if code is not None and code < 0:
+        return f"it was killed by {signal.Signals(-code).name}, without a word"
+    return (
+        f"it exited without a word (exit code {code}; its traceback, if any, is on stderr; a "
+        'script that starts load processes without an `if __name__ == "__main__":` guard ends so)'
+    )
 
 
 def _stop(children: list[tuple[multiprocessing.process.BaseProcess, Connection]]) -> None:
@@ -297,7 +348,7 @@ def _stop(children: list[tuple[multiprocessing.process.BaseProcess, Connection]]
 
 
 def _merge(
-    runs: list[_ChildRun], shares: list[_Share], load: dict[str, Any], requests: int, warmup: int
+    runs: list[ShareRun], shares: list[Share], load: dict[str, Any], requests: int, warmup: int
 ) -> RunResult:
     merged: list[RequestRecord | None] = [None] * requests
     for run, share in zip(runs, shares, strict=True):
@@ -309,8 +360,9 @@ def _merge(
         "stream": runs[0].stream,
         "requests": requests,
         "warmup": warmup,
-        **{k: v for k, v in load.items() if k != "generator"},
+        **{k: v for k, v in load.items() if k not in ("generator", "engine")},
         "processes": len(runs),
+        "engine": load["engine"],
         "process_concurrency": ",".join(str(s.concurrency) for s in shares if s.concurrency is not None),
     }
     if not settings["process_concurrency"]:
@@ -324,7 +376,7 @@ def _merge(
     )
 
 
-def _child_main(conn: Connection, factory: TargetFactory, share: _Share, parent_pid: int) -> None:
+def _child_main(conn: Connection, factory: TargetFactory, share: Share, parent_pid: int) -> None:
     """A load process: build the target, warm up, wait for the start, send, report."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     _exit_with_parent(parent_pid)
@@ -337,16 +389,26 @@ def _child_main(conn: Connection, factory: TargetFactory, share: _Share, parent_
         conn.close()
 
 
-async def _child_load(conn: Connection, factory: TargetFactory, share: _Share) -> _ChildRun:
-    target = factory()
-    if share.warmup:
-        warm = [share.prompts[i % len(share.prompts)] for i in range(share.warmup)]
-        await _closed_loop(target, warm, share.concurrency or share.warmup, None)
+async def _child_load(conn: Connection, factory: TargetFactory, share: Share) -> ShareRun:
+    target = await prepare_share(factory, share)
     conn.send(("ready", None))
     message = await asyncio.to_thread(conn.recv)
     if message[0] != "go":
         raise RuntimeError(f"expected 'go' from the parent, got {message[0]!r}")
-    start: float = message[1]
+    return await send_share(target, share, message[1])
+
+
+async def prepare_share(factory: TargetFactory, share: Share) -> AsyncTarget:
+    """In a load process: build the target and send the share's uncounted warm-up requests."""
+    target = factory()
+    if share.warmup:
+        warm = [share.prompts[i % len(share.prompts)] for i in range(share.warmup)]
+        await _closed_loop(target, warm, share.concurrency or share.warmup, None)
+    return target
+
+
+async def send_share(target: AsyncTarget, share: Share, start: float) -> ShareRun:
+    """In a load process: send the share from ``start`` (this process's ``perf_counter``)."""
     delay = start - time.perf_counter()
     if delay > 0:
         await asyncio.sleep(delay)
@@ -356,44 +418,19 @@ async def _child_load(conn: Connection, factory: TargetFactory, share: _Share) -
         for record in records:  # as load.py: every prompt arrived at the start
             record.client_queue_s = max(record.start_s - start, 0.0)
     else:
-        records = await _scheduled(target, share.prompts, share.offsets, start, share.concurrency)
+        records = await _open_loop(target, share.prompts, share.offsets, start, share.concurrency, None)
     end = time.perf_counter()
     cpu_s = time.process_time() - cpu_start
     close = getattr(target, "aclose", None)
     if close is not None:
         await close()
-    return _ChildRun(
+    return ShareRun(
         records=[record.shifted(start) for record in records],
         end_s=end - start,
         cpu_s=cpu_s,
         path=getattr(target, "path", type(target).__name__),
         stream=bool(getattr(target, "stream", False)),
     )
-
-
-async def _scheduled(
-    target: AsyncTarget, prompts: list[str], offsets: list[float], start: float, cap: int | None
-) -> list[RequestRecord]:
-    """Send each prompt at ``start + offset`` (as ``run_open_loop``, with a given schedule)."""
-    slots = asyncio.Semaphore(cap) if cap else None
-
-    async def send(prompt: str, arrival: float) -> RequestRecord:
-        if slots is None:
-            record = await target.arequest(prompt)
-        else:
-            async with slots:
-                record = await target.arequest(prompt)
-        record.client_queue_s = record.start_s - arrival
-        return record
-
-    async with asyncio.TaskGroup() as group:
-        tasks = []
-        for prompt, offset in zip(prompts, offsets, strict=True):
-            delay = start + offset - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(group.create_task(send(prompt, time.perf_counter())))
-    return [task.result() for task in tasks]
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -1,7 +1,12 @@
 """Sweeps: the same prompts at several concurrencies or request rates, and the simulator's ideal.
 
+The ``*_processes`` sweeps send each run from several load processes
+(:mod:`helpers.bench.multiproc`): they take a picklable factory of the target, not the target.
+
 Example:
     >>> runs = await sweep_concurrency(client, prompts, [1, 4, 16, 64])   # doctest: +SKIP
+    >>> factory = partial(LeanClient, url, model)                          # doctest: +SKIP
+    >>> runs = sweep_concurrency_processes(factory, prompts, [4, 64], processes=2)  # doctest: +SKIP
     >>> ideal = ideal_frame("t4", [1, 4, 16, 64], prompt_tokens=20, output_tokens=128)  # doctest: +SKIP
 """
 
@@ -13,6 +18,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers.bench.load import run_closed_loop, run_open_loop
+from helpers.bench.multiproc import (
+    Engine,
+    TargetFactory,
+    run_closed_loop_processes,
+    run_open_loop_processes,
+)
 from helpers.bench.records import RunResult
 from helpers.bench.targets import AsyncTarget
 
@@ -73,6 +84,72 @@ async def sweep_rates(
             )
         )
     return runs
+
+
+def sweep_concurrency_processes(
+    target_factory: TargetFactory,
+    prompts: Sequence[str],
+    concurrencies: Sequence[int],
+    *,
+    processes: int,
+    warmup: int | None = None,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    progress: bool = False,
+) -> list[RunResult]:
+    """:func:`sweep_concurrency` with each run sent from ``processes`` load processes.
+
+    Each concurrency is the total in flight, split over the processes; each run starts its own
+    processes (a few seconds of start-up each, not counted). ``engine``/``ray_address``: local
+    processes or Ray actors (:func:`~helpers.bench.multiproc.run_closed_loop_processes`).
+    """
+    _check_points("concurrencies", concurrencies)
+    return [
+        run_closed_loop_processes(
+            target_factory,
+            prompts,
+            concurrency=concurrency,
+            processes=processes,
+            warmup=concurrency if warmup is None else warmup,
+            engine=engine,
+            ray_address=ray_address,
+        )
+        for concurrency in tqdm(concurrencies, desc="sweep", unit="run", disable=not progress)
+    ]
+
+
+def sweep_rates_processes(
+    target_factory: TargetFactory,
+    prompts: Sequence[str],
+    rates: Sequence[float],
+    *,
+    processes: int,
+    burstiness: float = 1.0,
+    max_concurrency: int | None = None,
+    seed: int = 0,
+    warmup: int | None = None,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    progress: bool = False,
+) -> list[RunResult]:
+    """:func:`sweep_rates` with each run sent from ``processes`` load processes (arrival ``k`` from
+    process ``k % processes``; ``warmup`` defaults to one per process)."""
+    _check_points("rates", rates)
+    return [
+        run_open_loop_processes(
+            target_factory,
+            prompts,
+            rate=rate,
+            processes=processes,
+            burstiness=burstiness,
+            max_concurrency=max_concurrency,
+            seed=seed,
+            warmup=processes if warmup is None else warmup,
+            engine=engine,
+            ray_address=ray_address,
+        )
+        for rate in tqdm(rates, desc="sweep", unit="run", disable=not progress)
+    ]
 
 
 def ideal_frame(
