@@ -1,6 +1,6 @@
 """Benchmark engine: load generators, request paths, vLLM-style metrics, results on disk.
 
-Kept apart like vLLM's ``benchmarks/serve.py``: *targets* time one request (the lean httpx SSE
+Kept apart like vLLM's ``benchmarks/serve.py``: *targets* time one request (the lean aiohttp SSE
 reader or a LangChain model), *load generators* decide when requests are sent, *metrics* turn
 request records into per-run figures, *results* save and load them with their metadata;
 *timing* notes when the calls of LangChain's own ``batch``/``abatch`` ran, for timelines;

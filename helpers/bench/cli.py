@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--path",
         choices=["lean", "langchain"],
         default="lean",
-        help="lean httpx SSE reader, or LangChain (what users call)",
+        help="lean aiohttp SSE reader, or LangChain (what users call)",
     )
     request.add_argument("--no-stream", action="store_true", help="non-streamed requests")
     request.add_argument("--max-tokens", type=int, default=128)

@@ -4,11 +4,12 @@ Comparing it with what the client measured tells where time went: e.g. the serve
 against the client's, or the simulator's ``vllm_sim:engine_lag_*`` (steps that ended late because
 the simulator's CPU, not the modelled GPU, was busy).
 
-Example:
-    >>> before = scrape_metrics(server.root_url)          # doctest: +SKIP
-    >>> ...run a load...
-    >>> change = metrics_delta(before, scrape_metrics(server.root_url))  # doctest: +SKIP
-    >>> histogram_mean(change, "vllm:time_to_first_token_seconds")       # doctest: +SKIP
+Example::
+
+    before = scrape_metrics(server.root_url)
+    ...  # run a load
+    change = metrics_delta(before, scrape_metrics(server.root_url))
+    histogram_mean(change, "vllm:time_to_first_token_seconds")
 """
 
 from __future__ import annotations
