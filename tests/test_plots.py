@@ -157,7 +157,7 @@ def panel_figures(tmp_path) -> dict:
     result = sweep_result()
     summary = result.summary
     runs = summary.iloc[[0, 2, 4]].assign(
-        label=["sync: invoke loop", "async: ainvoke x20", "async: lean httpx x20"]
+        label=["sync: invoke loop", "async: ainvoke x20", "async: lean aiohttp x20"]
     )
     subtitle = (
         "vLLM 0.32.0 · Qwen/Qwen3-0.6B · 2 CPU AMD EPYC 7B13 64-Core Processor · profile t4, time scale 1x"
