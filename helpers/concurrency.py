@@ -10,10 +10,12 @@ cancellation that keeps the finished outcomes.
 
 Retries are counted honestly: for OpenAI-compatible models (``ChatOpenAI`` and subclasses such as
 ``helpers.chat``'s model or ``ChatDeepSeek``) amap uses a copy of the model whose SDK client has
-``max_retries=0`` and its own connection pool (aiohttp, ``helpers.transport``), closed when the
-batch ends, so every request sent is one attempt here. Any other LangChain chat model works too,
-but its own internal retries are invisible to amap: construct it with ``max_retries=0`` (a warning
-says so).
+``max_retries=0`` and its own connection pool (aiohttp, ``helpers.transport``), so every request
+sent is one attempt here. The pool stays on the event loop for the next batch (its connections
+still open, idle ones closed after ``KEEPALIVE_EXPIRY_S``, before vLLM's 5 s keep-alive closes
+them) and is closed when the loop shuts down, or at once if the batch is cancelled or fails.
+Any other LangChain chat model works too, but its own internal retries are invisible to amap:
+construct it with ``max_retries=0`` (a warning says so).
 
 Cancellation: if the task running ``amap`` is cancelled (``task.cancel()``, the notebook's
 interrupt button on a cell that awaits it, Ctrl-C through :func:`map_prompts`), in-flight requests
@@ -39,11 +41,13 @@ import inspect
 import operator
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import AddableDict
@@ -145,8 +149,84 @@ def _check_settings(concurrency: int, retries: int, timeout: float | None) -> No
             )
 
 
-def _retry_free_copy(chat_model: Any, pools: list[Any], pool_size: int) -> Any:
-    """``chat_model`` with SDK retries off and its own pool (added to ``pools``) if OpenAI-compatible."""
+_PoolKey = tuple[Any, int]  # ((connect, read, write, pool) timeouts, connections)
+
+
+class _KeptPools:
+    """amap's pools on one event loop between batches, by timeout and size; closed at its shutdown.
+
+    A batch takes a kept pool (or makes one) for each chat model and, if it ends normally, gives
+    it back with its connections open for the next batch; batches running at once never share
+    one, so a cancelled batch can close its pools without touching another's requests.
+    ``asyncio.run()`` (and ``asyncio.Runner``, pytest-asyncio, ``helpers.loop``) close the async
+    generators still open before closing a loop (``loop.shutdown_asyncgens()``); ours, started on
+    first use and kept in ``_kept_pools_by_loop``, closes the kept pools then, so no task of ours
+    is pending in the loop. Jupyter's loop never closes: idle connections expire on their own.
+    """
+
+    def __init__(self) -> None:
+        self.idle: dict[_PoolKey, list[httpx.AsyncClient]] = {}
+        self._shutdown: AsyncGenerator[None] | None = None
+
+    def take(self, key: _PoolKey) -> httpx.AsyncClient | None:
+        idle = self.idle.get(key)
+        return idle.pop() if idle else None
+
+    def give_back(self, key: _PoolKey, pool: httpx.AsyncClient) -> None:
+        self.idle.setdefault(key, []).append(pool)
+
+    async def close_at_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        async def open_until_shutdown() -> AsyncGenerator[None]:
+            try:
+                yield
+            finally:
+                _kept_pools_by_loop.pop(loop, None)
+                pools = [pool for idle in self.idle.values() for pool in idle]
+                self.idle = {}
+                for pool in pools:
+                    await pool.aclose()
+
+        self._shutdown = open_until_shutdown()
+        await anext(self._shutdown)
+
+
+_kept_pools_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeptPools] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _running_loop_kept_pools() -> _KeptPools:
+    loop = asyncio.get_running_loop()
+    kept = _kept_pools_by_loop.get(loop)
+    if kept is None:
+        kept = _kept_pools_by_loop[loop] = _KeptPools()
+        await kept.close_at_shutdown(loop)
+    return kept
+
+
+def _kept_pools() -> list[httpx.AsyncClient]:
+    """The pools kept on the running loop, idle between batches (for tests)."""
+    kept = _kept_pools_by_loop.get(asyncio.get_running_loop())
+    return [pool for idle in kept.idle.values() for pool in idle] if kept else []
+
+
+def _pool_key(timeout: Any, pool_size: int) -> _PoolKey:
+    timeout = httpx.Timeout(timeout)  # a number, None or a Timeout, as the pool keeps it
+    return (timeout.connect, timeout.read, timeout.write, timeout.pool), pool_size
+
+
+def _new_pool(timeout: Any, pool_size: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=KEEPALIVE_EXPIRY_S
+    )
+    return aiohttp_client(timeout=timeout, limits=limits)
+
+
+def _retry_free_copy(
+    chat_model: Any, pools: list[httpx.AsyncClient], pool_size: int, kept: _KeptPools | None = None
+) -> Any:
+    """``chat_model`` with SDK retries off and a pool of ``pool_size`` connections (one of
+    ``kept`` if there is one, else a new one; added to ``pools``) if OpenAI-compatible."""
     root = getattr(chat_model, "root_async_client", None)
     if root is None or not hasattr(root, "copy"):
         if getattr(chat_model, "max_retries", None):
@@ -158,14 +238,11 @@ def _retry_free_copy(chat_model: Any, pools: list[Any], pool_size: int) -> Any:
             )
         return chat_model
     if getattr(chat_model, "http_async_client", None) is None:
-        limits = httpx.Limits(
-            max_connections=pool_size,
-            max_keepalive_connections=pool_size,
-            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        pool = (kept.take(_pool_key(root.timeout, pool_size)) if kept else None) or _new_pool(
+            root.timeout, pool_size
         )
-        own_pool = aiohttp_client(timeout=root.timeout, limits=limits)
-        pools.append(own_pool)
-        client = root.copy(max_retries=0, http_client=own_pool)
+        pools.append(pool)
+        client = root.copy(max_retries=0, http_client=pool)
     else:
         client = root.copy(max_retries=0)
     # helpers.chat's model reads replies as dicts; others get the SDK's resource, as ChatOpenAI has.
@@ -183,10 +260,12 @@ async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> Asyn
 
     The chat models are found inside bindings, sequences, parallels and fallbacks
     (``bind_tools``, ``with_structured_output``, ``prompt | model``: ``helpers.runnables``). Each
-    gets a pool of ``pool_size`` connections, closed on exit, so no socket outlives the batch; a
-    model built with the user's own ``http_async_client`` keeps it (the user owns it). Other chat
-    models are kept, with a warning if they retry internally; a Runnable with no chat model
-    amap can see (a model called inside a ``RunnableLambda``) gets a warning too.
+    gets a pool of ``pool_size`` connections, one kept on the loop if there is one
+    (:class:`_KeptPools`): given back on a normal exit, closed on any other, so no socket outlives
+    a cancelled or failed batch; a model built with the user's own ``http_async_client`` keeps it
+    (the user owns it). Other chat models are kept, with a warning if they retry internally; a
+    Runnable with no chat model amap can see (a model called inside a ``RunnableLambda``) gets a
+    warning too.
     """
     if not chat_models(model):
         warnings.warn(
@@ -195,19 +274,25 @@ async def _model_without_hidden_retries(model: Runnable, pool_size: int) -> Asyn
             "model with max_retries=0 so that amap's attempts and retries are the real ones.",
             stacklevel=4,
         )
-    pools: list[Any] = []
+    kept = await _running_loop_kept_pools()
+    pools: list[httpx.AsyncClient] = []
     copies: dict[int, Any] = {}
 
     def swap(chat_model: Any) -> Any:
         if id(chat_model) not in copies:
-            copies[id(chat_model)] = _retry_free_copy(chat_model, pools, pool_size)
+            copies[id(chat_model)] = _retry_free_copy(chat_model, pools, pool_size, kept)
         return copies[id(chat_model)]
 
+    ended_normally = False
     try:
         yield swap_language_models(model, swap)
+        ended_normally = True
     finally:
         for pool in pools:
-            await pool.aclose()
+            if ended_normally:
+                kept.give_back(_pool_key(pool.timeout, pool_size), pool)
+            else:
+                await pool.aclose()
 
 
 def _joined(chunks: list[Any]) -> Any:
@@ -261,6 +346,7 @@ class _Batch:
         self.model: Runnable | None = None
         self.tools_bound = False
         self.streams_under_the_hood = False
+        self.watch_messages = True
 
     async def _ask(self, item: Any, config: RunnableConfig, watcher: ReplyWatcher) -> Any:
         """One attempt's raw result, or an exception (IncompleteStream for a cut stream)."""
@@ -285,7 +371,8 @@ class _Batch:
     async def _attempt(self, item: Any) -> Reply:
         """One attempt: a usable Reply, or an exception (a ReplyProblem for an unusable reply)."""
         watcher = ReplyWatcher()
-        config = watched(self.config, watcher)
+        # A chat model's own result is its message; a chain's message is seen by the watcher.
+        config = watched(self.config, watcher) if self.watch_messages else self.config
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
@@ -413,6 +500,8 @@ class _Batch:
             )
 
     def _show_counts(self) -> None:
+        if self.bar.disable:
+            return
         counts = {"ok": self.ok, "failed": self.failed, "retries": self.retried}
         if self.truncated:
             counts = {"ok": self.ok, "truncated": self.truncated, **counts}
@@ -440,6 +529,8 @@ class _Batch:
         self.ok = len(self.items) - len(todo)
         found = chat_models(model)
         self.tools_bound = binds_tools(model)
+        # A callback handler costs LangChain a check per request (a runtime Protocol isinstance).
+        self.watch_messages = not isinstance(model, BaseChatModel)
         self.streams_under_the_hood = any(getattr(m, "streaming", False) for m in found)
         self.bar = tqdm(
             total=len(self.items), initial=self.ok, desc="amap", unit="prompt", disable=not progress

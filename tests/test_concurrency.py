@@ -4,6 +4,7 @@ attempt), then against the simulator over real HTTP with injected faults."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -736,12 +737,117 @@ def test_sim_interrupting_a_notebook_cell_keeps_finished_outcomes(tmp_path: Path
             manager.shutdown_kernel(now=True)
 
 
-def test_amaps_own_pool_expires_idle_connections_before_vllms_keep_alive():
+def local_ports_to(server: SimServer) -> set[int]:
+    """This process's local ports of its open connections to ``server`` (one per connection)."""
+    return {
+        connection.laddr.port
+        for connection in psutil.Process().net_connections(kind="tcp")
+        if connection.raddr and connection.raddr.port == server.port
+    }
+
+
+def tasks_of_batches() -> set[asyncio.Task]:
+    """The running loop's tasks, less the kit model's per-loop pool closer (one per loop)."""
+    return {task for task in asyncio.all_tasks() if not task.get_name().startswith("helpers.chat:")}
+
+
+@pytest.mark.parametrize("kind", ["kit", "plain"])
+def test_sim_amap_calls_on_one_loop_reuse_connections_closed_when_the_loop_ends(kind: str) -> None:
+    """A pool made anew for every batch opened all its connections again on every call (64
+    connects per amap in bench_client part 1); amap keeps its pool on the loop between batches
+    and closes it when the loop shuts down, leaving no task of its own pending in the loop."""
+    process = psutil.Process()
+    with serve(profile="instant", **SHORT) as server:
+        model = (
+            make_chat_model(False, Endpoint(server.base_url), max_tokens=64)
+            if kind == "kit"
+            else plain_chat_openai(server, max_tokens=64)
+        )
+
+        async def two_batches() -> tuple[set[int], set[int], int]:
+            before = tasks_of_batches()
+            ports = []
+            for _ in range(2):
+                outcomes = await amap(model, [f"q{i}" for i in range(8)], concurrency=4, progress=False)
+                assert all(o.ok for o in outcomes), summarize(outcomes)
+                ports.append(local_ports_to(server))
+            return ports[0], ports[1], len(tasks_of_batches() - before)
+
+        gc.collect()
+        fds_before = process.num_fds()
+        first, second, tasks_left = asyncio.run(two_batches())
+        gc.collect()
+        assert first and second == first  # the second batch went out on the first one's connections
+        assert tasks_left == 0
+        assert local_ports_to(server) == set() and process.num_fds() == fds_before
+
+
+def test_sim_a_batch_cancelled_after_one_that_finished_leaves_no_socket_in_its_loop(tmp_path: Path) -> None:
+    """The kept pool is not kept by a cancelled batch: its connections are closed at once."""
+    path = tmp_path / "run.jsonl"
+    with serve(profile="l4", answer_tokens_mean=100) as server:
+        model = make_chat_model(False, Endpoint(server.base_url), max_tokens=400)
+
+        async def finish_then_cancel() -> tuple[int, int, int]:
+            await amap(model, ["warm up"] * 4, concurrency=4, progress=False)
+            kept = len(local_ports_to(server))
+            task = asyncio.create_task(
+                amap(model, [f"q{i}" for i in range(24)], concurrency=4, checkpoint=path, progress=False)
+            )
+            while not path.exists() or len(path.read_text().splitlines()) < 4:
+                await asyncio.sleep(0.01)
+            in_flight = len(local_ports_to(server))
+            task.cancel()
+            with pytest.raises(BatchCancelled):
+                await task
+            return kept, in_flight, len(local_ports_to(server))
+
+        kept, in_flight, left = asyncio.run(finish_then_cancel())
+    assert kept >= 1 and in_flight >= 1
+    assert left == 0
+
+
+def test_sim_cancelling_one_of_two_concurrent_batches_leaves_the_other_whole() -> None:
+    """Batches running at once on one loop never share a pool: one cancelled (its pool closed)
+    does not break the other's requests."""
+    with serve(profile="l4", answer_tokens_mean=60) as server:
+        model = make_chat_model(False, Endpoint(server.base_url), max_tokens=400)
+
+        async def one_cancelled() -> list[Outcome]:
+            await amap(model, ["warm up"] * 4, concurrency=4, progress=False)  # a pool kept on the loop
+            first_outcome = asyncio.Event()
+            cancelled = asyncio.create_task(
+                amap(
+                    model,
+                    [f"b{i}" for i in range(12)],
+                    concurrency=4,
+                    progress=False,
+                    on_outcome=lambda outcome: first_outcome.set(),
+                )
+            )
+            others = [f"a{i}" for i in range(12)]
+            kept = asyncio.create_task(amap(model, others, concurrency=4, progress=False))
+            await first_outcome.wait()
+            cancelled.cancel()
+            with pytest.raises(BatchCancelled):
+                await cancelled
+            return await kept
+
+        outcomes = asyncio.run(one_cancelled())
+    assert len(outcomes) == 12 and all(o.ok for o in outcomes), summarize(outcomes)
+
+
+def test_sim_amaps_pool_expires_idle_connections_before_vllms_keep_alive() -> None:
     """vLLM closes idle connections after 5 s; a pool keeping them as long reuses one just as the
     server closes it (ReadError, issue seen with the lean client at high concurrency)."""
-    from helpers.chat import make_chat_model
-    from helpers.concurrency import _retry_free_copy
+    from helpers.concurrency import _kept_pools
 
-    pools: list = []
-    _retry_free_copy(make_chat_model(base_url="http://vllm.test/v1"), pools, 8)
-    assert pools and pools[0]._transport.limits.keepalive_expiry < 5.0
+    with serve(profile="instant", **SHORT) as server:
+        model = make_chat_model(False, Endpoint(server.base_url), max_tokens=64)
+
+        async def pools_after_a_batch() -> list[Any]:
+            await amap(model, ["q"], concurrency=8, progress=False)
+            return _kept_pools()
+
+        pools = asyncio.run(pools_after_a_batch())
+    assert pools and all(pool._transport.limits.keepalive_expiry < 5.0 for pool in pools)
