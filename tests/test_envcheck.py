@@ -28,7 +28,7 @@ def test_this_environment_passes(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(PACKAGES) + 1
     assert lines[0] == f"[OK]   python {platform.python_version()} (>=3.11)"
-    assert f"[OK]   openai {metadata.version('openai')} (<4,>=3.50)" in lines
+    assert f"[OK]   openai {metadata.version('openai')} (<4,>=3.57)" in lines
     assert all(line.startswith("[OK]") for line in lines)
 
 
