@@ -15,6 +15,7 @@ aiohttp                                       httpx
 ``SocketTimeoutError`` (read)                 ``ReadTimeout``
 ``ClientConnectorError`` (refused, DNS, TLS)  ``ConnectError`` (aiohttp's text names the host)
 ``ServerDisconnectedError``, a cut body       ``RemoteProtocolError``
+a body cut by a reset                         ``ReadError``
 ``ClientConnectionResetError`` (on write)     ``WriteError``
 other ``ClientOSError`` (a reset), closed     ``ReadError``
 ============================================  =================================================
@@ -61,6 +62,22 @@ _HTTPX_ERROR_FOR: tuple[tuple[type[BaseException], type[httpx.TransportError]], 
 )
 
 
+def httpx_error_class(error: aiohttp.ClientError) -> type[httpx.TransportError] | None:
+    """The httpx error class that stands for ``error`` (None if it has no counterpart); the one
+    classifier of aiohttp failures, for the kit's pools and the lean client alike.
+
+    >>> import aiohttp
+    >>> httpx_error_class(aiohttp.ServerDisconnectedError()).__name__
+    'RemoteProtocolError'
+    """
+    if isinstance(error, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(error):
+        return httpx.ReadError  # a body cut by a reset: aiohttp says so only in its text
+    for aiohttp_type, httpx_type in _HTTPX_ERROR_FOR:
+        if isinstance(error, aiohttp_type):
+            return httpx_type
+    return None
+
+
 def httpx_error(error: aiohttp.ClientError) -> httpx.TransportError | None:
     """The httpx error that stands for ``error`` (None if it has no counterpart).
 
@@ -68,10 +85,8 @@ def httpx_error(error: aiohttp.ClientError) -> httpx.TransportError | None:
     >>> httpx_error(aiohttp.ServerDisconnectedError())
     RemoteProtocolError('Server disconnected')
     """
-    for aiohttp_type, httpx_type in _HTTPX_ERROR_FOR:
-        if isinstance(error, aiohttp_type):
-            return httpx_type(str(error) or type(error).__name__)
-    return None
+    httpx_type = httpx_error_class(error)
+    return None if httpx_type is None else httpx_type(str(error) or type(error).__name__)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ import orjson
 from helpers.bench.records import RequestRecord, tokens_from_chunks
 from helpers.endpoint import KEEPALIVE_EXPIRY_S
 from helpers.reasoning import ReasoningStream, reasoning_field
+from helpers.transport import httpx_error_class
 
 DEFAULT_TIMEOUT_S = 300.0
 # vLLM closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE = 5 s: a client keeping it as long
@@ -374,20 +375,13 @@ def _transport_error(error: BaseException) -> str:
     The LangChain path (openai SDK on httpx) reports ``ConnectError``, ``ReadError``... and the
     kit's tables count failures by those names: the lean path uses the same words.
     """
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        kind = "ConnectTimeout"
+    httpx_type = httpx_error_class(error) if isinstance(error, aiohttp.ClientError) else None
+    if httpx_type is not None:  # the kit's one classifier of aiohttp errors (helpers.transport)
+        kind = httpx_type.__name__
     elif isinstance(error, TimeoutError):
-        kind = "ReadTimeout"
-    elif isinstance(error, aiohttp.ClientConnectorError):
-        kind = "ConnectError"
-    elif isinstance(error, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(error):
-        kind = "ReadError"  # aiohttp says a reset only in the text: "... ConnectionResetError(104, ...)"
-    elif isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
-        kind = "RemoteProtocolError"
-    elif isinstance(error, (aiohttp.ClientOSError, OSError)):
+        kind = "ReadTimeout"  # the read timer of our own loop, not aiohttp's
+    elif isinstance(error, OSError):
         kind = "ReadError"
-    elif isinstance(error, aiohttp.ClientResponseError):
-        kind = "RemoteProtocolError"  # not HTTP: a bad status line or header
     else:
         kind = "TransportError"
     return f"{kind}: {error or 'no message'} (aiohttp {type(error).__name__})"
