@@ -230,3 +230,32 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback_in_the_log(tmp_path
         time.sleep(0.3)
         assert httpx.get(server.root_url + "/health").status_code == 200
     assert "Traceback" not in log_file.read_text()
+
+
+def seconds_until_an_idle_connection_is_closed(server, give_up_after: float = 60.0) -> float:
+    """Send one keep-alive request on a raw socket, then time how long the server keeps it open."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=give_up_after) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: sim\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += conn.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        idle_from = time.monotonic()
+        while conn.recv(4096):  # the rest of the reply, then b"" when the server closes
+            pass
+        return time.monotonic() - idle_from
+
+
+def test_idle_connections_are_closed_after_vllms_5_seconds():
+    # vLLM runs uvicorn with timeout_keep_alive=VLLM_HTTP_TIMEOUT_KEEP_ALIVE, default 5 (vllm/envs.py);
+    # a client pool keeping connections longer must meet the hang-up here as it would on vLLM
+    with serve(profile="instant") as server:
+        idle = seconds_until_an_idle_connection_is_closed(server)
+    assert 4.0 < idle < 29.0, idle
+
+
+def test_the_keep_alive_follows_vllms_environment_variable(monkeypatch):
+    monkeypatch.setenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "1")
+    with serve(profile="instant") as server:
+        idle = seconds_until_an_idle_connection_is_closed(server)
+    assert idle < 4.0, idle

@@ -201,7 +201,7 @@ def run(config: SimConfig) -> None:
             lifespan="on",
             log_level="warning",
             access_log=False,
-            timeout_keep_alive=30,
+            timeout_keep_alive=_keep_alive_s(),
             timeout_graceful_shutdown=1,
         )
     )
@@ -214,6 +214,19 @@ def run(config: SimConfig) -> None:
         flush=True,
     )
     server.run(sockets=[sock])
+
+
+def _keep_alive_s() -> int:
+    """Seconds an idle connection stays open: vLLM's ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE``, default 5
+    (``vllm/envs.py``, passed to uvicorn as ``timeout_keep_alive``). A client pool that keeps
+    connections longer meets the server's hang-up here as it would on vLLM."""
+    value = os.environ.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "5")
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(
+            f"VLLM_HTTP_TIMEOUT_KEEP_ALIVE must be a whole number of seconds, not {value!r}"
+        ) from None
 
 
 def _http_protocol() -> type | str:
