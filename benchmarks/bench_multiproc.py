@@ -4,13 +4,13 @@ The same closed-loop load (``helpers.bench.multiproc``, lean client, 128 streams
 and from two load processes against the firehose server (``kit_tools.firehose``, never the limit:
 each reply is pre-rendered, 4000 chunks long and written 1000 events at a time, so the server's CPU
 per chunk is a fraction of the client's: its cost is mostly per request and per write, and at 1000
-chunks a reply it took 0.27 core beside two lean clients, at 4000 0.13). Rounds alternate 1 and 2
+chunks a reply it took 0.27 core beside two lean clients, at 4000 0.15-0.17). Rounds alternate 1 and 2
 processes; the figure is the median over the rounds.
 Target: 2 processes read >= 1.8x the chunks/s of one. The client cores each setting used are
 printed with it: on a 2-core machine the second process only helps as far as a second core is
 free (the server needs ~0.08 core per client core here, and any other work on the machine counts).
 The LangChain ``astream`` path is measured the same way (32 streams and fewer requests: it reads
-~20x fewer chunks per CPU-second).
+~30x fewer chunks per CPU-second).
 
 Run: ``python -m benchmarks.bench_multiproc`` (about three minutes).
 """
