@@ -26,7 +26,14 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 TEMPLATE = Path(__file__).with_name("qwen3_chat_template.jinja")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-ADDED_NOT_SPECIAL = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+ADDED_NOT_SPECIAL = [
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+]
 VOCAB_SIZE = 384  # 256 bytes + 9 added tokens, padded as vLLM likes (a multiple of 64)
 
 

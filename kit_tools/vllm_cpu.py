@@ -296,7 +296,9 @@ def start_server(
     ensure_env(quiet=True)
     port = port or free_port()
     if not port_free(port):
-        raise VllmCpuError(f"Port {port} is busy: stop what listens there, or choose another, e.g. PORT=8001.")
+        raise VllmCpuError(
+            f"Port {port} is busy: stop what listens there, or choose another, e.g. PORT=8001."
+        )
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"vllm-cpu-{port}-", suffix=".log")[1])
     log = log_path.open("w")
     process = subprocess.Popen(
@@ -328,7 +330,9 @@ def wait_ready(server: Server, timeout: float = 600.0) -> None:
             pass
         time.sleep(1.0)
     server.stop()
-    raise VllmCpuError(f"vLLM did not become ready in {timeout:.0f} s; log {server.log_path}:\n{server.log_tail()}")
+    raise VllmCpuError(
+        f"vLLM did not become ready in {timeout:.0f} s; log {server.log_path}:\n{server.log_tail()}"
+    )
 
 
 @contextmanager
@@ -353,7 +357,9 @@ def _serve(args: argparse.Namespace) -> int:
         model = ensure_tiny_model(quiet=True)
     if args.enforce_eager or not args.model:  # the tiny model: no torch.compile, a faster start
         extra.append("--enforce-eager")
-    server = start_server(model, extra, port=args.port, max_model_len=args.max_model_len, kv_cache_gib=args.kv_gib)
+    server = start_server(
+        model, extra, port=args.port, max_model_len=args.max_model_len, kv_cache_gib=args.kv_gib
+    )
     print(f"vLLM CPU build starting on {server.root_url} (log {server.log_path}) ...", flush=True)
 
     def stop(*_: object) -> None:
@@ -362,6 +368,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.pid_file:
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
     try:
         wait_ready(server, timeout=args.timeout)
         print(f"ready: {model} as {SERVED_NAMES[0]}, flags {' '.join(extra)}")
@@ -389,8 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-model-len", type=int, default=4096)
     serve.add_argument("--kv-gib", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE in GiB")
     serve.add_argument(
-        "--enforce-eager", action="store_true", help="skip torch.compile (faster start; always for the tiny model)"
+        "--enforce-eager",
+        action="store_true",
+        help="skip torch.compile (faster start; the tiny model always)",
     )
+    serve.add_argument("--pid-file", help="write this command's pid here (SIGTERM to it stops the server)")
     serve.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the server")
     args = parser.parse_args(argv)
     try:
