@@ -58,27 +58,51 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build(out: Path, seed: int = 0) -> Path:
+TINY = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+}
+# Qwen3-0.6B's own dimensions (its config.json), for benchmarks/bench_cpu_profile.py: the compute per
+# token of the real model, minus most of the LM head (the vocabulary stays small).
+QWEN3_0_6B = {
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+}
+
+
+def bf16_supported() -> bool:
+    """AVX512-BF16 or AMX: vLLM's CPU build then runs bf16 natively (1.7x fp32 where measured)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build(out: Path, seed: int = 0, dims: dict[str, int] = TINY, dtype: str = "float32") -> Path:
     """Write config, random weights, tokenizer and chat template to `out`; return it."""
     tokenizer = build_tokenizer()
     assert len(tokenizer) <= VOCAB_SIZE, len(tokenizer)
     config = Qwen3Config(
         vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
+        **dims,
         max_position_embeddings=8192,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        torch_dtype="float32",
+        torch_dtype=dtype,
     )
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).to(torch.float32)
+    model = Qwen3ForCausalLM(config).to(getattr(torch, dtype))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -91,8 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="directory to write the model to")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--qwen3-0.6b-dims", action="store_true", help="Qwen3-0.6B's real dimensions")
     args = parser.parse_args()
-    print(build(args.out, args.seed))
+    if args.qwen3_0_6b_dims:
+        print(build(args.out, args.seed, QWEN3_0_6B, "bfloat16" if bf16_supported() else "float32"))
+    else:
+        print(build(args.out, args.seed))
 
 
 if __name__ == "__main__":
