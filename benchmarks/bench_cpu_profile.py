@@ -46,7 +46,7 @@ def build_model() -> tuple[Path, str]:
     python = vllm_cpu.ensure_env(quiet=True)
     target = vllm_cpu.home() / f"qwen3-0.6b-dims-random-{vllm_cpu.builder_digest()}"
     if not (target / "config.json").exists():
-        subprocess.run([str(python), str(vllm_cpu.BUILDER), str(target), "--qwen3-0.6b-dims"], check=True)
+        subprocess.run([str(python), str(vllm_cpu.BUILDER), str(target), "--qwen3-dims"], check=True)
     dtype = json.loads((target / "config.json").read_text()).get("dtype", "float32")
     return target, dtype
 

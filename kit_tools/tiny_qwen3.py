@@ -115,9 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="directory to write the model to")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--qwen3-0.6b-dims", action="store_true", help="Qwen3-0.6B's real dimensions")
+    parser.add_argument("--qwen3-dims", action="store_true", help="Qwen3-0.6B's real dimensions")
     args = parser.parse_args()
-    if args.qwen3_0_6b_dims:
+    if args.qwen3_dims:
         print(build(args.out, args.seed, QWEN3_0_6B, "bfloat16" if bf16_supported() else "float32"))
     else:
         print(build(args.out, args.seed))
