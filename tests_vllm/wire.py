@@ -166,14 +166,13 @@ def assert_stream_conforms(response: httpx.Response, transcript: Transcript) -> 
     request = transcript.request
     live = [_text_deltas_alike(normalised(event, request)) for event in _events(response.content)]
     recorded = [_text_deltas_alike(normalised(event, request)) for event in transcript.sse_events()]
-    recorded.append(STOPPED_ON_EOS)
     assert live[0] == recorded[0], "first chunk (role)"
     wants_usage = isinstance(request, dict) and (request.get("stream_options") or {}).get("include_usage")
     if wants_usage:
         assert live[-1] == recorded[-1], "usage chunk"
     else:
         assert all("usage" not in dict(item for item in event if isinstance(item, tuple)) for event in live)
-    unknown = [event for event in live if event not in recorded]
+    unknown = [event for event in live if event not in [*recorded, STOPPED_ON_EOS]]
     assert not unknown, f"{len(unknown)} chunk shape(s) the recording never had, e.g. {unknown[0]}"
 
 
