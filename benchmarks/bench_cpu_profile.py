@@ -63,11 +63,17 @@ async def one(client: httpx.AsyncClient, prompt_tokens: int, output_tokens: int)
     }
     start = time.perf_counter()
     times: list[float] = []
+    pending = b""
     async with client.stream("POST", "/v1/completions", json=body) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]" and json.loads(line[6:])["choices"]:
-                times.append(time.perf_counter() - start)  # one chunk per token, text or not
+        # Split on b"\n" only: the random text holds characters (U+0085, U+2028) that str.splitlines,
+        # and so httpx's aiter_lines, would take for line ends inside the JSON.
+        async for data in response.aiter_bytes():
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: {") and json.loads(line[6:])["choices"]:
+                    times.append(time.perf_counter() - start)  # one chunk per token, text or not
     return times[0], times
 
 
