@@ -188,9 +188,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _hub_url() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
 def _hub_reachable(timeout: float = 5.0) -> bool:
     try:
-        urllib.request.urlopen("https://huggingface.co/api/models/Qwen/Qwen3-0.6B", timeout=timeout)
+        urllib.request.urlopen(f"{_hub_url()}/api/models/Qwen/Qwen3-0.6B", timeout=timeout)
     except (urllib.error.URLError, OSError, TimeoutError):
         return False
     return True
@@ -217,7 +221,7 @@ def check_model(model: str) -> None:
         return
     if not _hub_reachable():
         raise VllmCpuError(
-            f"{model} is downloaded from huggingface.co on first use, which is not reachable from here. "
+            f"{model} is downloaded from {_hub_url()} on first use, which is not reachable from here. "
             "Connect to the internet once (or set HF_ENDPOINT to a mirror), or serve a local copy: "
             "make serve-cpu MODEL=/path/to/Qwen3-0.6B."
         )

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_serve_cpu(*args: str) -> subprocess.Popen:
+def make_serve_cpu(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     # The running interpreter's venv is the kit's: `install` is up to date there, don't redo it.
     return subprocess.Popen(
         ["make", "-C", str(ROOT), f"VENV={sys.prefix}", "-o", "install", "serve-cpu", *args],
@@ -29,6 +29,7 @@ def make_serve_cpu(*args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -82,6 +83,16 @@ def test_make_serve_cpu_says_what_is_wrong(args, message):
     output, _ = process.communicate(timeout=120)
     assert process.returncode != 0
     assert message in output
+
+
+def test_hub_unreachable_says_so(tmp_path):
+    closed = f"http://127.0.0.1:{vllm_cpu.free_port()}"  # nothing listens: as with no internet
+    env = {"HF_ENDPOINT": closed, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"}
+    process = make_serve_cpu("MODEL=Qwen/Qwen3-0.6B", f"PORT={vllm_cpu.free_port()}", env=env)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert f"downloaded from {closed} on first use, which is not reachable" in output
+    assert "MODEL=/path/to/Qwen3-0.6B" in output
 
 
 def test_busy_port_is_named(pool):
