@@ -29,7 +29,9 @@ class Hide(importlib.abc.MetaPathFinder):  # only the client's own dependencies 
             raise ModuleNotFoundError(f"hidden: {name}", name=name)
         return None
 
-sys.meta_path.insert(0, Hide())
+# a project that has only the copied files: no installed kit (this venv's editable install of the
+# repository would otherwise supply helpers.sim and helpers.bench)
+sys.meta_path = [Hide()] + [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
 
 from helpers import EndpointError, amap, make_chat_model
 
