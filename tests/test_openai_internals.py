@@ -16,13 +16,24 @@ from helpers.sim import serve
 ROOT = Path(__file__).resolve().parent.parent
 
 MOVED = """
-import asyncio, json, sys
-import openai, openai._base_client, openai._constants
-del openai._base_client.make_request_options  # as if a release moved the private helpers
-del openai._constants.RAW_RESPONSE_HEADER
-sys.modules["openai._vendor.httpx_aiohttp"] = None
+import asyncio, builtins, json
+import openai
 
-from helpers import amap, make_chat_model, openai_internals
+MOVED = ("openai._base_client", "openai._constants", "openai._vendor.httpx_aiohttp")
+real_import = builtins.__import__
+
+
+def moved(name, globals=None, locals=None, fromlist=(), level=0):  # as if a release moved them
+    if (globals or {}).get("__name__") == "helpers.openai_internals" and name in MOVED:
+        raise ImportError(f"No module named {name!r}", name=name)
+    return real_import(name, globals, locals, fromlist, level)
+
+
+builtins.__import__ = moved
+from helpers import openai_internals
+builtins.__import__ = real_import
+
+from helpers import amap, make_chat_model
 from helpers.transport import aiohttp_client
 
 model = make_chat_model(base_url=BASE_URL, model=MODEL, thinking=True, max_tokens=64)
