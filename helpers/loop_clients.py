@@ -2,11 +2,13 @@
 
 One registry for the whole kit: ``helpers.reasoning_model`` gives each model one openai client per
 loop on a connection pool shared by the loop's models (one per timeout), and ``helpers.amap_models``
-keeps amap's pools on the loop between batches. ``asyncio.run()`` (and ``asyncio.Runner``,
-pytest-asyncio, ``helpers.loop``) cancel the tasks still pending before closing a loop; a task of
-ours, pending until then, closes every pool of the loop while it still runs (httpx and the openai
-SDK have no hook for a loop's end). Jupyter's loop never closes: its clients live as long as the
-kernel, idle connections expire on their own (``KEEPALIVE_EXPIRY_S``, before vLLM's 5 s keep-alive).
+keeps amap's pools on the loop between batches. httpx and the openai SDK have no hook for a loop's
+end, but ``asyncio.run()`` (and ``asyncio.Runner``, pytest-asyncio, ``helpers.loop``) close the
+async generators still open before closing a loop (``loop.shutdown_asyncgens()``): one of ours,
+started on the loop's first use and suspended until then, closes every pool of the loop while it
+still runs. No task of the kit stays pending. Jupyter's loop never closes: its clients live as long
+as the kernel, idle connections expire on their own (``KEEPALIVE_EXPIRY_S``, before vLLM's 5 s
+keep-alive).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from helpers.endpoint import KEEPALIVE_EXPIRY_S
@@ -21,7 +24,6 @@ from helpers.openai_internals import httpx
 from helpers.transport import aiohttp_client
 
 PoolKey = tuple[Any, int]  # ((connect, read, write, pool) timeouts, connections)
-CLOSER_TASK_NAME = "helpers.chat: close this loop's HTTP clients when it shuts down"
 # The SDK's limits, idle connections closed before vLLM's 5 s keep-alive closes them.
 _SHARED_POOL_LIMITS = httpx.Limits(
     max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_EXPIRY_S
@@ -51,7 +53,8 @@ class LoopClients:
         self.shared_pools: dict[Any, httpx.AsyncClient] = {}
         self.sdk_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.idle_pools: dict[PoolKey, list[httpx.AsyncClient]] = {}
-        self.closer = loop.create_task(self._close_at_shutdown(loop), name=CLOSER_TASK_NAME)
+        self._open = self._open_until_shutdown(loop)  # kept: the loop holds its generators weakly
+        _start(self._open)
 
     def shared_pool(self, timeout: Any) -> httpx.AsyncClient:
         """The pool the loop's models share for ``timeout`` (the SDK's limits)."""
@@ -70,9 +73,9 @@ class LoopClients:
         """Keep ``pool`` with its connections open for the next batch."""
         self.idle_pools.setdefault(key, []).append(pool)
 
-    async def _close_at_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _open_until_shutdown(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None]:
         try:
-            await loop.create_future()  # never set: cancelled when the loop shuts down
+            yield  # until loop.shutdown_asyncgens() closes this generator
         finally:
             _clients_by_loop.pop(loop, None)
             self.sdk_clients.clear()
@@ -83,6 +86,16 @@ class LoopClients:
             self.shared_pools, self.idle_pools = {}, {}
             for pool in pools:
                 await pool.aclose()
+
+
+def _start(generator: AsyncGenerator[None]) -> None:
+    """Run ``generator`` to its first ``yield`` without awaiting; the running loop's asyncgen hook
+    (called on this first step) registers it for ``shutdown_asyncgens()``."""
+    try:
+        generator.asend(None).send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("the generator awaited before its first yield")
 
 
 _clients_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClients] = (
