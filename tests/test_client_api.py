@@ -150,3 +150,10 @@ def test_with_structured_output_cut_by_max_tokens_raises_truncated_with_its_advi
     problem = caught.value
     assert "raise max_tokens" in str(problem) and problem.finish_reason == "length"
     assert problem.answer and problem.answer.startswith("{")  # the partial JSON is kept
+
+
+def test_no_top_level_module_is_over_400_lines() -> None:
+    sizes = {
+        path.name: len(path.read_text(encoding="utf-8").splitlines()) for path in ROOT.glob("helpers/*.py")
+    }
+    assert {name: lines for name, lines in sizes.items() if lines > 400} == {}
