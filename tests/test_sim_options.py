@@ -35,8 +35,7 @@ def test_each_cli_flag_is_an_option_with_its_documentation_and_default(monkeypat
         action = actions[option.name]
         assert option.flag in action.option_strings
         assert action.help == option.summary.replace("`", "'").replace("%", "%%")
-        expected = False if isinstance(option.default, bool) else option.default
-        assert action.default == expected, option.name
+        assert action.default == option.default, option.name
 
 
 def test_serve_takes_exactly_the_options_and_its_own_arguments() -> None:
@@ -63,6 +62,13 @@ def test_settings_survive_the_trip_from_serve_to_the_cli() -> None:
     )
     parsed = config_from_args(build_parser().parse_args(config.to_args()))
     assert parsed.public_dict() == config.public_dict()
+
+
+def test_a_switch_can_be_turned_either_way() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["--enable-auto-tool-choice"]).enable_auto_tool_choice is True
+    assert parser.parse_args(["--no-enable-auto-tool-choice"]).enable_auto_tool_choice is False
+    assert "--no-enable-auto-tool-choice" in SimConfig().to_args()
 
 
 def test_the_old_latency_spike_flag_still_works() -> None:

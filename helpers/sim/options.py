@@ -109,8 +109,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         env = details.pop("default_from_env", None)
         default = os.environ.get(env) if env else option.default
         help_text = option.summary.replace("`", "'").replace("%", "%%")
-        if _scalar(option.type) is bool:
-            parser.add_argument(option.flag, *aliases, action="store_true", help=help_text)
+        if _scalar(option.type) is bool:  # --flag and --no-flag, whichever the default is
+            parser.add_argument(
+                option.flag, *aliases, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
             continue
         parser.add_argument(
             option.flag,
