@@ -68,7 +68,8 @@ def test_a_switch_can_be_turned_either_way() -> None:
     parser = build_parser()
     assert parser.parse_args(["--enable-auto-tool-choice"]).enable_auto_tool_choice is True
     assert parser.parse_args(["--no-enable-auto-tool-choice"]).enable_auto_tool_choice is False
-    assert "--no-enable-auto-tool-choice" in SimConfig().to_args()
+    on = SimConfig(enable_auto_tool_choice=True, tool_call_parser="hermes")
+    assert config_from_args(parser.parse_args(on.to_args())).enable_auto_tool_choice is True
 
 
 def test_the_old_latency_spike_flag_still_works() -> None:

@@ -131,8 +131,9 @@ class SimConfig:
             if value is None or name == "api_key":  # the key goes by environment, not on `ps`
                 continue
             flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):  # --flag / --no-flag (argparse.BooleanOptionalAction)
-                args += [flag if value else "--no-" + flag[2:]]
+            if isinstance(value, bool):
+                default = self.__dataclass_fields__[name].default
+                args += [flag] if value else (["--no-" + flag[2:]] if default else [])
             elif name == "served_model_name":
                 args += [flag, *value]
             else:
