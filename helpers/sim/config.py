@@ -19,7 +19,8 @@ class SimConfig:
     (``helpers.sim.options``); a new field with its docstring is all a new option takes."""
 
     profile: str = "l4"
-    """Latency profile: `t4`, `l4`, `a100`, `h100`, `instant` (step-time models in docs/simulator.md)."""
+    """Latency profile: `t4`, `l4`, `a100`, `h100`, `cpu` (vLLM's CPU build on 2 vCPUs, measured:
+    docs/vllm_cpu.md), `instant` (step-time models in docs/simulator.md)."""
     time_scale: float = 1.0
     """Run the clock this many times faster than the profile (ratios unchanged)."""
     host: str = "127.0.0.1"
