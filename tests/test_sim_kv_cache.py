@@ -131,3 +131,30 @@ def test_aborting_frees_the_blocks():
     scheduler.schedule()
     scheduler.abort(seq)
     assert kv.num_free_blocks == 10 and not scheduler.has_work()
+
+
+def test_prompt_token_ids_are_the_tokens_usage_counts():
+    from support import FIXTURES, load_transcript
+
+    from helpers.sim.tokens import count_prompt_tokens, prompt_token_ids
+
+    checked = 0
+    for path in sorted(FIXTURES.glob("*.http")):
+        request = load_transcript(path.stem).request
+        if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+            continue
+        thinking = (request.get("chat_template_kwargs") or {}).get("enable_thinking", True)
+        tools = request.get("tools")
+        ids = prompt_token_ids(request["messages"], thinking, tools)
+        assert len(ids) == count_prompt_tokens(request["messages"], thinking, tools), path.stem
+        checked += 1
+    assert checked > 50
+
+
+def test_prompts_sharing_a_system_prompt_share_their_first_tokens():
+    from helpers.sim.tokens import prompt_token_ids
+
+    system = {"role": "system", "content": "You are a careful assistant. " * 20}
+    a = prompt_token_ids([system, {"role": "user", "content": "北京天气?"}])
+    b = prompt_token_ids([system, {"role": "user", "content": "what is 2+2?"}])
+    assert a[:100] == b[:100] and a != b

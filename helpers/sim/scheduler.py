@@ -32,7 +32,15 @@ class Sequence:
     for prefix caching; None means a prompt nothing else shares.
     """
 
-    __slots__ = ("computed", "generated", "num_cached", "num_preemptions", "output_len", "prompt_tokens", "tokens")
+    __slots__ = (
+        "computed",
+        "generated",
+        "num_cached",
+        "num_preemptions",
+        "output_len",
+        "prompt_tokens",
+        "tokens",
+    )
 
     def __init__(self, prompt_tokens: int, output_len: int, tokens: list | None = None) -> None:
         self.prompt_tokens = prompt_tokens
