@@ -51,6 +51,7 @@ class KVCache:
         self._cached: dict[int, Block] = {}
         self._tables: dict[int, list[Block]] = {}  # id(request) -> its blocks, in order
         self._hashes: dict[int, list[int]] = {}  # id(request) -> hashes of its full blocks
+        self._done: dict[int, int] = {}  # id(request) -> leading full blocks already cached (or not)
 
     @property
     def capacity_tokens(self) -> int:
@@ -98,7 +99,7 @@ class KVCache:
         table = self._tables.get(id(request))
         held = len(table) if table else 0
         needed = -(-(num_computed + num_new_tokens) // self.block_size) - held - len(hits)
-        evictable_hits = sum(1 for block in hits if block.ref_cnt == 0)
+        evictable_hits = sum(1 for block in hits if block.ref_cnt == 0) if hits else 0
         if needed + evictable_hits > len(self._free):
             return False
         if table is None:
@@ -125,6 +126,7 @@ class KVCache:
         """Release `request`'s blocks, tail first (its last blocks are evicted first)."""
         table = self._tables.pop(id(request), None)
         self._hashes.pop(id(request), None)
+        self._done.pop(id(request), None)
         if not table:
             return
         free = self._free
@@ -141,9 +143,13 @@ class KVCache:
 
     def _cache_full_blocks(self, request: object, table: list[Block], tokens: list, num_tokens: int) -> None:
         full = min(num_tokens, len(tokens)) // self.block_size
+        done = self._done.get(id(request), 0)
+        if full <= done:
+            return
+        self._done[id(request)] = full
         hashes = self._block_hashes(request, tokens, full)
         cached = self._cached
-        for index in range(full):
+        for index in range(done, full):
             block = table[index]
             if block.block_hash is not None:
                 continue

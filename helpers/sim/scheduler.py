@@ -35,6 +35,7 @@ class Sequence:
     __slots__ = (
         "computed",
         "generated",
+        "kv_slots",
         "num_cached",
         "num_preemptions",
         "output_len",
@@ -50,6 +51,7 @@ class Sequence:
         self.generated = 0  # output tokens so far
         self.num_cached = -1  # prompt tokens found in the prefix cache when first admitted
         self.num_preemptions = 0
+        self.kv_slots = 0  # token slots of the KV blocks it holds (kept by the scheduler)
 
 
 @dataclass
@@ -115,7 +117,7 @@ class Scheduler:
             if kv is not None:
                 start = seq.computed
                 # A call only when the chunk needs a new block or fills one (to cache it).
-                if start + new > kv.blocks_of(seq) * size or (start + new) // size != start // size:
+                if start + new > seq.kv_slots or (start + new) // size != start // size:
                     while not kv.allocate(seq, seq.tokens, start, new):
                         end -= 1
                         victim = order[end]
@@ -125,6 +127,7 @@ class Scheduler:
                             break
                     if step.preempted and step.preempted[-1] is seq:
                         break
+                    seq.kv_slots = kv.blocks_of(seq) * size
             if new == 1 and seq.generated:
                 step.decode.append(seq)
             else:
@@ -150,6 +153,8 @@ class Scheduler:
             waiting.popleft()
             running[id(seq)] = seq
             seq.computed = computed
+            if kv is not None:
+                seq.kv_slots = kv.blocks_of(seq) * kv.block_size
             if seq.num_cached < 0:
                 seq.num_cached = computed
                 if kv is not None and kv.enable_prefix_caching:
@@ -161,7 +166,7 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         del self.running[id(seq)]
         self.kv_cache.free(seq)
-        seq.computed = 0
+        seq.computed = seq.kv_slots = 0
         seq.num_preemptions += 1
         self.waiting.appendleft(seq)
 
