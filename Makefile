@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 
-.PHONY: install lab test lint format run bench clean
+.PHONY: install lab test test-fast lint format run bench clean
 
 $(STAMP): requirements.txt pyproject.toml kit_tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: install lint  ## the whole suite: unit, integration, nbval over the notebooks
-	$(PY) -m pytest
+# TEST_WORKERS: pytest-xdist workers; more than cores pays, the suite mostly waits on servers (conftest.py)
+TEST_WORKERS ?= 4
+test: install lint  ## the whole suite: unit, integration, nbval over the notebooks (-n TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS)
+
+test-fast: install  ## unit behaviour of every module: no notebooks, no server processes (about a minute)
+	$(PY) -m pytest -n 2 -m "not server" tests
 
 run: install  ## execute every notebook headless against the simulator; executed copies go to data/runs/, results to data/results/
 	QWEN_RESULTS_DIR=$(CURDIR)/data/results $(PY) -m kit_tools.run_notebooks

@@ -192,16 +192,12 @@ def test_a_killed_job_loses_no_finished_line_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-async def test_ray_engine_with_two_local_workers(tmp_path, endpoint):
-    ray = pytest.importorskip("ray")
+@pytest.mark.xdist_group("ray")
+async def test_ray_engine_with_two_local_workers(tmp_path, endpoint, local_ray):
     lines = [batch_line(f"y{i}", f"ray item {i}", max_tokens=200, **NO_THINKING) for i in range(12)]
     inputs = write_lines(tmp_path / "in.jsonl", lines)
     output = tmp_path / "out.jsonl"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = await arun_batch(inputs, output, engine="ray", workers=2, endpoint=endpoint, progress=False)
-    finally:
-        ray.shutdown()
+    summary = await arun_batch(inputs, output, engine="ray", workers=2, endpoint=endpoint, progress=False)
     records = read_output(output)
     assert set(records) == {f"y{i}" for i in range(12)} and summary.ok == 12 and summary.engine == "ray"
     assert all(r["response"]["status_code"] == 200 for r in records.values())

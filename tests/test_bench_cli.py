@@ -118,16 +118,13 @@ def test_bad_processes_arguments_say_what_to_do(capsys):
 
 
 @pytest.mark.slow
-def test_engine_ray_sends_from_ray_actors(tmp_path, capsys):
-    ray = pytest.importorskip("ray")
-    try:
-        code = main(
-            ["--sim", "instant", "--engine", "ray", "--processes", "2", "--concurrency", "2", "--num-prompts",
-             "4", "--max-tokens", "8", "--ignore-eos", "--name", "ray", "--results-dir", str(tmp_path),
-             "--no-progress"]
-        )  # fmt: skip
-    finally:
-        ray.shutdown()  # main started a local Ray (num_cpus=2): the tests after it start their own
+@pytest.mark.xdist_group("ray")
+def test_engine_ray_sends_from_ray_actors(tmp_path, capsys, local_ray):
+    code = main(
+        ["--sim", "instant", "--engine", "ray", "--processes", "2", "--concurrency", "2", "--num-prompts",
+         "4", "--max-tokens", "8", "--ignore-eos", "--name", "ray", "--results-dir", str(tmp_path),
+         "--no-progress"]
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     summary = pd.read_csv(tmp_path / "ray_summary.csv")

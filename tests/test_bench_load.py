@@ -99,9 +99,9 @@ async def test_open_loop_follows_the_arrival_schedule_and_its_cap():
     rate, count = 40.0, 12
     run = await run_open_loop(server.client(), ["p"] * count, rate=rate, seed=3, max_concurrency=3)
     assert server.peak == 3  # arrivals every ~25 ms, each takes 200 ms: the cap binds
-    # the schedule: 6 arrivals 250 ms apart on average; each send is never early and late by
+    # the schedule: 6 arrivals 500 ms apart on average; each send is never early and late by
     # less than half a mean gap (what a loaded event loop may add stays far below that)
-    slow_rate, sent = 4.0, 6
+    slow_rate, sent = 2.0, 6
     uncapped = await run_open_loop(SlowServer(0.01).client(), ["p"] * sent, rate=slow_rate, seed=3)
     offsets = arrival_offsets(sent, slow_rate, seed=3)
     starts = np.array([r.start_s for r in uncapped.records])
@@ -186,7 +186,9 @@ async def test_firehose_has_no_nagle_stall_on_kept_alive_connections(firehose):
     client = LeanClient(firehose.base_url, "firehose")
     run = await run_closed_loop(client, ["p"] * 21, concurrency=1, warmup=1)
     assert run.completed == 21
-    assert sorted(r.ttft_s for r in run.records)[10] < 0.025
+    # the stall is a 40 ms timer on every reply; the fastest of 21 replies (a few ms) stays clear of
+    # it on a loaded machine
+    assert min(r.ttft_s for r in run.records) < 0.030
 
 
 async def test_closed_loop_records_the_time_each_prompt_waited_for_a_slot():

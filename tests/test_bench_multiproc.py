@@ -134,7 +134,7 @@ def test_closed_loop_from_two_processes_is_one_run_on_one_clock(sim, tmp_path):
 
 
 def test_open_loop_from_two_processes_keeps_the_one_process_schedule(sim, tmp_path):
-    rate, count = 5.0, 8
+    rate, count = 2.5, 8
     prompts = [words(k + 1) for k in range(count)]
     run = run_open_loop_processes(logged(sim, tmp_path), prompts, rate=rate, seed=3, processes=2)
     records = run.records
@@ -221,15 +221,8 @@ def test_the_doctests_of_the_splits_run():
     assert results.attempted >= 3 and results.failed == 0
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_engine_runs_each_share_in_an_actor_on_one_clock(sim, local_ray):
     factory = partial(LeanClient, sim.base_url, sim.model, max_tokens=16, extra_body=NO_THINKING)
     prompts = [words(k + 1) for k in range(8)]
@@ -246,7 +239,7 @@ def test_ray_engine_runs_each_share_in_an_actor_on_one_clock(sim, local_ray):
     assert start_a < end_b and start_b < end_a, f"the actors ran one after the other: {spans}"
     assert run.duration_s >= max(r.end_s for r in records)
     assert (run.settings["engine"], run.settings["processes"]) == ("ray", 2)
-    rate = 5.0
+    rate = 2.5
     run = run_open_loop_processes(factory, prompts, rate=rate, seed=3, processes=2, engine="ray")
     offsets = arrival_offsets(len(prompts), rate, seed=3)
     arrivals = np.array([r.start_s - r.client_queue_s for r in run.records])
@@ -255,6 +248,7 @@ def test_ray_engine_runs_each_share_in_an_actor_on_one_clock(sim, local_ray):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_engine_failure_names_the_process_and_frees_the_actors(local_ray):
     factory = partial(LeanClient, "http://127.0.0.1:9/v1", "m", max_tokens=0)  # raises in both actors
     with pytest.raises(LoadProcessError, match=r"load process [01] failed(.|\n)*max_tokens must be >= 1"):

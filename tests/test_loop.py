@@ -123,7 +123,7 @@ def test_keyboard_interrupt_cancels_the_coroutine_and_is_reraised() -> None:
         try:
             loop.run(slow())
         except KeyboardInterrupt:
-            print("interrupted", round(time.monotonic() - start, 1) < 2, cleaned)
+            print("interrupted", round(time.monotonic() - start, 1) < 10, cleaned)  # not the 30 s sleep
 
         async def pending():
             return len(asyncio.all_tasks()) - 1

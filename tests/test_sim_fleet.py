@@ -51,12 +51,17 @@ def test_router_spreads_requests_over_the_replicas_and_metrics_sum():
     assert not fleet.is_running()
 
 
-def test_without_a_router_only_the_replicas_start():
+def test_without_a_router_only_the_replicas_start(monkeypatch):
+    monkeypatch.setenv("QWEN_SIM_TIME_SCALE", "7")
     with serve_fleet(replicas=2, router=None, profile="instant") as fleet:
         assert fleet.router is None and len(fleet.lines()) == 2
         with pytest.raises(ValueError, match="no router"):
             _ = fleet.base_url
         assert all(httpx.get(r.root_url + "/health").status_code == 200 for r in fleet.replicas)
+        # the replicas keep the clock QWEN_SIM_TIME_SCALE sets, as the embedded simulator does
+        assert [r.config_obj.time_scale for r in fleet.replicas] == [7.0, 7.0]
+    with serve_fleet(replicas=1, router=None, profile="instant", time_scale=2) as fleet:
+        assert fleet.replicas[0].config_obj.time_scale == 2.0  # an explicit clock wins
 
 
 @pytest.mark.parametrize(

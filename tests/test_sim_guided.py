@@ -345,3 +345,11 @@ def test_output_does_not_depend_on_the_hash_seed() -> None:
     }
     assert len(outputs) == 1
     assert outputs.pop().count("\n") == 2
+
+
+def test_starting_the_simulator_does_not_import_jsonschema() -> None:
+    """Importing jsonschema (with rfc3987-syntax, which Jupyter installs) costs ~1.5 s of CPU: the
+    simulator loads it on the first guided request, not at every start."""
+    code = "import sys, helpers.sim.app, helpers.sim.cli; print('jsonschema' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
