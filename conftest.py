@@ -4,12 +4,14 @@ Environment: the notebooks resolve their endpoint from the environment; under te
 talk to the embedded simulator (or a simulated fleet), on a faster clock (``QWEN_SIM_TIME_SCALE=10``),
 so a user's ``QWEN_BASE_URL`` never leaks into the suite.
 
-How the suite is spread (``make test`` runs ``pytest -n 4``; pytest-xdist, ``--dist loadgroup``):
-- every test belongs to an xdist group: by default its file (a notebook's cells, or a module's tests
-  and their module-scoped simulators, stay on one worker); a file or test may name another group with
-  ``@pytest.mark.xdist_group("name")`` to run with other files on one worker (the Ray tests share one
-  local Ray that way: ``local_ray``);
-- more workers than cores pays: most of the suite waits on simulators, kernels and subprocesses.
+How the suite is spread (``make test`` runs ``pytest -n 4``; pytest-xdist, ``--dist loadfile``):
+- each file runs on one worker: a notebook's cells in order in one kernel, a module's tests with
+  their module-scoped simulators started once. Tests that must share something expensive live in
+  one file: every Ray test is in tests/test_ray.py, so Ray starts once per run. (``--dist
+  loadgroup`` would allow finer groups, but pytest-xdist 3.8 cannot rename pytest 9's node ids, so
+  its ``xdist_group`` marks are ignored.) A new tier (e.g. tests_vllm/) gets the same spreading.
+- more workers than cores pays: most of the suite waits on simulators, kernels and subprocesses;
+- the longest files are sent first (notebooks, files with a ``slow`` test): mark a long test ``slow``.
 
 Tiers (markers, see pyproject.toml): ``server`` marks tests that start a simulator, a fleet, a kernel,
 Ray or another subprocess; ``make test-fast`` runs ``-m "not server"`` over tests/ (no notebooks).
@@ -37,14 +39,21 @@ os.environ.setdefault("QWEN_SIM_TIME_SCALE", "10")
 os.environ.setdefault("QWEN_RESULTS_DIR", tempfile.mkdtemp(prefix="qwen-results-"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the marks into --dist loadgroup's groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test without an explicit ``xdist_group`` joins its file's group; notebooks are ``server``."""
+    """Notebook cells are ``server`` tests (they run a kernel and simulators). The longest files go
+    first (notebooks, then files with ``slow`` tests), so that no worker starts one near the end."""
+    slow_files = set()
     for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-        if item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid:
+        if ".ipynb::" in item.nodeid:
             item.add_marker(pytest.mark.server)
+        if ".ipynb::" in item.nodeid or item.get_closest_marker("slow"):
+            slow_files.add(item.nodeid.split("::", 1)[0])
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return 0 if path.endswith(".ipynb") else 1 if path in slow_files else 2
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(scope="session")
@@ -64,19 +73,3 @@ def shared_sim() -> Iterator[Callable[..., Any]]:
     yield get
     for server in servers.values():
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def local_ray() -> Iterator[Any]:
-    """One local Ray (2 CPUs) per worker; tests using it belong to ``xdist_group("ray")``."""
-    ray = pytest.importorskip("ray")
-    for attempt in (1, 2):
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as error:  # Ray waits a fixed 30 s for its raylet: a busy machine can miss it
-            ray.shutdown()
-            if attempt == 2 or "timed out during startup" not in str(error):
-                raise
-    yield ray
-    ray.shutdown()

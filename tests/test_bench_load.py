@@ -144,6 +144,7 @@ def firehose_model(firehose):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.server
 def test_serial_sends_one_after_another(firehose_model, stream):
     run = run_serial(LangChainTarget(firehose_model, stream=stream), ["a"] * 5, warmup=1)
     records = run.records
@@ -158,6 +159,7 @@ def test_serial_sends_one_after_another(firehose_model, stream):
         assert all(r.ttft_s is None and not r.streamed for r in records)
 
 
+@pytest.mark.server
 def test_threads_batch_records_every_prompt(firehose_model):
     run = run_threads(LangChainTarget(firehose_model), [f"p{i}" for i in range(8)], max_concurrency=4)
     assert [r.index for r in run.records] == list(range(8))
@@ -165,6 +167,7 @@ def test_threads_batch_records_every_prompt(firehose_model):
     assert run.label == "threads c=4"
 
 
+@pytest.mark.server
 async def test_langchain_async_stream_and_lean_client_agree_on_counts(firehose, firehose_model):
     langchain = await run_closed_loop(LangChainTarget(firehose_model, stream=True), ["p"] * 6, concurrency=3)
     lean = await run_closed_loop(LeanClient(firehose.base_url, "firehose"), ["p"] * 6, concurrency=3)
@@ -175,12 +178,14 @@ async def test_langchain_async_stream_and_lean_client_agree_on_counts(firehose, 
         }  # role chunk + 20 tokens
 
 
+@pytest.mark.server
 async def test_langchain_failure_is_a_record(firehose_model):
     broken = make_chat_model(endpoint=Endpoint("http://127.0.0.1:9/v1", "m"), max_retries=0, timeout=5)
     run = await run_closed_loop(LangChainTarget(broken), ["p", "q"], concurrency=2)
     assert run.failed == 2 and all("Connection" in r.error for r in run.records)
 
 
+@pytest.mark.server
 async def test_firehose_has_no_nagle_stall_on_kept_alive_connections(firehose):
     """Regression: with uvicorn's fd= option the accepted sockets kept Nagle on: 40 ms per reply."""
     client = LeanClient(firehose.base_url, "firehose")

@@ -498,6 +498,7 @@ TRANSIENT_TYPES = {"OpenAIConnectionError", "OpenAIAPIError", "OpenAIRateLimitEr
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+@pytest.mark.server
 def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) -> None:
     with serve(
         profile="instant", fail_rate=0.1, rate_limit_rate=0.05, disconnect_rate=0.1, **SHORT
@@ -517,6 +518,7 @@ def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) 
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+@pytest.mark.server
 def test_sim_with_retries_off_every_fault_is_a_per_item_error(stream: bool) -> None:
     with serve(
         profile="instant", fail_rate=0.15, rate_limit_rate=0.1, disconnect_rate=0.15, **SHORT
@@ -548,6 +550,7 @@ def _injected_faults(server: SimServer) -> int:
     )
 
 
+@pytest.mark.server
 def test_sim_client_errors_are_not_retried() -> None:
     with serve(profile="instant", max_model_len=512, **SHORT) as server:
         too_long = "word " * 2000
@@ -565,6 +568,7 @@ def test_sim_client_errors_are_not_retried() -> None:
     assert sent == 1  # the two refused requests were not retried (refusals are not counted)
 
 
+@pytest.mark.server
 def test_sim_rate_limit_honours_retry_after(shared_sim: Any) -> None:
     server = shared_sim(profile="instant", rate_limit_rate=1.0, **SHORT)
     [outcome] = asyncio.run(
@@ -574,6 +578,7 @@ def test_sim_rate_limit_honours_retry_after(shared_sim: Any) -> None:
     assert outcome.latency_s >= 1.0  # the simulator sends Retry-After: 1
 
 
+@pytest.mark.server
 def test_sim_sdk_retries_are_off_also_for_a_bound_model(shared_sim: Any) -> None:
     server = shared_sim(profile="instant", rate_limit_rate=1.0, **SHORT)
     before = requests_seen(server)
@@ -583,6 +588,7 @@ def test_sim_sdk_retries_are_off_also_for_a_bound_model(shared_sim: Any) -> None
     assert requests_seen(server) - before == 1
 
 
+@pytest.mark.server
 def test_sim_per_request_timeout() -> None:
     with serve(profile="l4", answer_tokens_mean=2000) as server:  # ~10 s per reply
         model = plain_chat_openai(server, max_tokens=2000, extra_body=NO_THINKING)
@@ -593,6 +599,7 @@ def test_sim_per_request_timeout() -> None:
     assert outcome.retried == ["RequestTimeout"]
 
 
+@pytest.mark.server
 def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> None:
     """Cancel mid-batch: prompt return, finished outcomes kept, nothing pending, no socket open."""
     path = tmp_path / "run.jsonl"
@@ -629,6 +636,7 @@ def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> N
     assert any(o.cancelled and o.attempts == 1 for o in outcomes)  # stopped while in flight
 
 
+@pytest.mark.server
 def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path, shared_sim: Any) -> None:
     path = tmp_path / "run.jsonl"
     prompts = [f"q{i}" for i in range(12)]
@@ -644,6 +652,7 @@ def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path
     assert [o.answer for o in again] == [o.answer for o in first]
 
 
+@pytest.mark.server
 def test_sim_one_plain_chat_openai_across_three_asyncio_runs(shared_sim: Any) -> None:
     model = plain_chat_openai(shared_sim(profile="instant", **SHORT), max_tokens=256)
     for _ in range(3):
@@ -651,6 +660,7 @@ def test_sim_one_plain_chat_openai_across_three_asyncio_runs(shared_sim: Any) ->
         assert all(o.ok for o in outcomes), summarize(outcomes)
 
 
+@pytest.mark.server
 def test_sim_reasoning_from_the_kits_chat_model_and_map_prompts(shared_sim: Any) -> None:
     server = shared_sim(profile="instant", **SHORT)
     model = make_chat_model(thinking=True, endpoint=Endpoint(server.base_url), max_tokens=200)
@@ -660,6 +670,7 @@ def test_sim_reasoning_from_the_kits_chat_model_and_map_prompts(shared_sim: Any)
         assert all(o.usage and o.usage["reasoning_tokens"] > 0 for o in outcomes)
 
 
+@pytest.mark.server
 def test_sim_langchain_comparison_helpers() -> None:
     with serve(profile="instant", fail_rate=0.3, **SHORT) as server:
         model = plain_chat_openai(server, max_tokens=32, max_retries=0)
@@ -693,6 +704,7 @@ def tasks_of_batches() -> set[asyncio.Task]:
 
 
 @pytest.mark.parametrize("kind", ["kit", "plain"])
+@pytest.mark.server
 def test_sim_amap_calls_on_one_loop_reuse_connections_closed_when_the_loop_ends(kind: str) -> None:
     """A pool made anew for every batch opened all its connections again on every call (64
     connects per amap in bench_client part 1); amap keeps its pool on the loop between batches
@@ -723,6 +735,7 @@ def test_sim_amap_calls_on_one_loop_reuse_connections_closed_when_the_loop_ends(
         assert local_ports_to(server) == set() and process.num_fds() == fds_before
 
 
+@pytest.mark.server
 def test_sim_a_batch_cancelled_after_one_that_finished_leaves_no_socket_in_its_loop(tmp_path: Path) -> None:
     """The kept pool is not kept by a cancelled batch: its connections are closed at once."""
     path = tmp_path / "run.jsonl"
@@ -748,6 +761,7 @@ def test_sim_a_batch_cancelled_after_one_that_finished_leaves_no_socket_in_its_l
     assert left == 0
 
 
+@pytest.mark.server
 def test_sim_cancelling_one_of_two_concurrent_batches_leaves_the_other_whole() -> None:
     """Batches running at once on one loop never share a pool: one cancelled (its pool closed)
     does not break the other's requests."""
@@ -778,6 +792,7 @@ def test_sim_cancelling_one_of_two_concurrent_batches_leaves_the_other_whole() -
     assert len(outcomes) == 12 and all(o.ok for o in outcomes), summarize(outcomes)
 
 
+@pytest.mark.server
 def test_sim_amaps_pool_expires_idle_connections_before_vllms_keep_alive(shared_sim: Any) -> None:
     """vLLM closes idle connections after 5 s; a pool keeping them as long reuses one just as the
     server closes it (ReadError, issue seen with the lean client at high concurrency)."""

@@ -76,6 +76,7 @@ def test_repo_tooling_is_not_in_the_copy_me_package():
     assert callable(serve_firehose) and callable(run_notebook)
 
 
+@pytest.mark.server
 def test_user_results_are_ignored_by_git_but_committed_ones_are_not():
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout")
@@ -220,6 +221,7 @@ print(json.dumps({
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_pip_install_of_the_repository_works_outside_it(tmp_path):
     source = copy_of_the_repository(tmp_path / "repo")
     outside = tmp_path / "elsewhere"

@@ -9,6 +9,8 @@ import pytest
 from helpers.sim import serve
 from helpers.sim.tokens import count_prompt_tokens
 
+pytestmark = pytest.mark.server
+
 QUESTION = [{"role": "user", "content": "What does asyncio.gather return?"}]
 CHINESE = [{"role": "user", "content": "请用一句话解释什么是异步编程。"}]
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}

@@ -106,6 +106,7 @@ def _mean_timings(root_url: str, payload: dict, concurrency: int, rounds: int):
     return statistics.mean(t.ttft for t in steady), statistics.mean(t.mean_itl for t in steady)
 
 
+@pytest.mark.server
 def test_live_ttft_and_itl_are_never_shorter_than_the_model_allows():
     """The engine's steps are waits: alone or among 16 concurrent streams, a request's TTFT is never
     below predict()'s for a lone request and its ITL never below one single-sequence decode step
@@ -135,6 +136,7 @@ def _metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.server
 async def test_waiting_requests_are_visible_in_metrics():
     # 400 tokens: the first two run for 2 s of model time, however slow the machine is
     payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "ignore_eos": True}
@@ -160,6 +162,7 @@ async def test_waiting_requests_are_visible_in_metrics():
     assert (2, 4) in seen, seen
 
 
+@pytest.mark.server
 async def test_engine_lag_is_counted_when_the_simulator_cannot_keep_up():
     # 500x faster than an L4: 16 streams need a step every ~11 us, far below what one Python
     # process turns around, so steps end late and /metrics must say so.
@@ -192,6 +195,7 @@ def slow_handler_server():
         yield root_url
 
 
+@pytest.mark.server
 def test_ttft_counts_from_arrival_so_the_servers_own_work_is_not_added(slow_handler_server):
     """The frontend time runs from when the request was received: the simulator's own HTTP and
     CPU time is absorbed in it, not added on top (which would add the 500 ms of busy time; the
