@@ -732,7 +732,8 @@ def test_sim_amap_calls_on_one_loop_reuse_connections_closed_when_the_loop_ends(
         gc.collect()
         assert first and second == first  # the second batch went out on the first one's connections
         assert tasks_left == 0
-        assert local_ports_to(server) == set() and process.num_fds() == fds_before
+        # none left open by the batches (<=: other fds of this worker process may close meanwhile)
+        assert local_ports_to(server) == set() and process.num_fds() <= fds_before
 
 
 @pytest.mark.server
