@@ -17,6 +17,10 @@ Two pitfalls of LangChain 1.x agents with a small Qwen3, and the middleware that
   with the identical request until ``GraphRecursionError``. The middleware turns thinking off for
   the calls whose tool choice is forced.
 
+``ModelCallLog`` records every model call of an agent run (a callback): time to first token when
+the model streams, prompt tokens, the prompt tokens the server's prefix cache served
+(``cached_tokens``, sent by vLLM with ``--enable-prompt-tokens-details``), output tokens.
+
 Example::
 
     from langchain.agents import create_agent
@@ -27,8 +31,11 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from helpers.extras import require_extra
 
@@ -36,13 +43,17 @@ require_extra("agents", ["langchain.agents"], needed_for="helpers.agents (middle
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse  # noqa: E402
 from langchain.agents.structured_output import ProviderStrategy  # noqa: E402
+from langchain_core.callbacks import AsyncCallbackHandler  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.outputs import ChatGeneration, LLMResult  # noqa: E402
 
 from helpers.chat import ReasoningChatOpenAI, thinking_extra_body  # noqa: E402
 
 __all__ = [
     "MalformedToolCallError",
+    "ModelCall",
+    "ModelCallLog",
     "RetryMalformedToolCalls",
     "ThinkingOffWhenToolChoiceForced",
     "tool_call_problem",
@@ -193,3 +204,66 @@ class ThinkingOffWhenToolChoiceForced(AgentMiddleware):
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
         return await handler(self._prepared(request))
+
+
+@dataclass
+class ModelCall:
+    """One model call of an agent run, as the client saw it."""
+
+    started: float  # time.perf_counter() when the call started
+    ttft_s: float | None  # time to the first streamed token (None: not streamed)
+    duration_s: float
+    prompt_tokens: int | None
+    cached_tokens: int | None  # served by the server's prefix cache (None: not reported)
+    output_tokens: int | None
+    tool_calls: int
+    finish_reason: str | None
+
+
+class ModelCallLog(AsyncCallbackHandler):
+    """A callback that records each chat-model call (``config={"callbacks": [log]}``) in ``calls``.
+
+    Time to first token needs a streamed call: ``make_chat_model(streaming=True)``, or an agent
+    run with ``stream_mode="messages"``. ``cached_tokens`` comes from the usage's
+    ``input_token_details.cache_read`` (vLLM's ``prompt_tokens_details.cached_tokens``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[ModelCall] = []
+        self._open: dict[UUID, list[float | None]] = {}
+
+    async def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        self._open[run_id] = [time.perf_counter(), None]
+
+    async def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        opened = self._open.get(run_id)
+        if opened is not None and opened[1] is None:
+            opened[1] = time.perf_counter()
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        opened = self._open.pop(run_id, None)
+        if opened is None:
+            return
+        started, first_token = opened
+        generation = response.generations[0][0] if response.generations and response.generations[0] else None
+        message = generation.message if isinstance(generation, ChatGeneration) else None
+        usage = getattr(message, "usage_metadata", None) or {}
+        details = usage.get("input_token_details") or {}
+        self.calls.append(
+            ModelCall(
+                started=started,
+                ttft_s=None if first_token is None else first_token - started,
+                duration_s=time.perf_counter() - started,
+                prompt_tokens=usage.get("input_tokens"),
+                cached_tokens=details.get("cache_read"),
+                output_tokens=usage.get("output_tokens"),
+                tool_calls=len(getattr(message, "tool_calls", None) or []),
+                finish_reason=(message.response_metadata.get("finish_reason") if message else None),
+            )
+        )
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._open.pop(run_id, None)

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from helpers.agents import (
     MalformedToolCallError,
+    ModelCallLog,
     RetryMalformedToolCalls,
     ThinkingOffWhenToolChoiceForced,
     tool_call_problem,
@@ -264,3 +265,17 @@ def test_without_thinking_copies_only_the_switch():
     assert copy.extra_body == {"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}}
     off = make_chat_model(thinking=False, base_url="http://vllm.test/v1")
     assert without_thinking(off) is off
+
+
+async def test_the_call_log_records_each_model_call_of_a_run(server):
+    model = make_chat_model(thinking=False, base_url=server.base_url, max_tokens=512, streaming=True)
+    agent = create_agent(model, tools=[get_weather])
+    log = ModelCallLog()
+    state = await agent.ainvoke(ask("What is the weather in Paris?"), {"callbacks": [log]})
+    replies = [m for m in state["messages"] if isinstance(m, AIMessage)]
+    assert len(log.calls) == len(replies) == 2
+    assert [call.tool_calls for call in log.calls] == [1, 0]
+    assert [call.prompt_tokens for call in log.calls] == [r.usage_metadata["input_tokens"] for r in replies]
+    assert all(call.ttft_s is not None and 0 < call.ttft_s <= call.duration_s for call in log.calls)
+    assert log.calls[0].started < log.calls[1].started
+    assert [call.finish_reason for call in log.calls] == ["tool_calls", "stop"]
