@@ -211,6 +211,7 @@ class ModelCall:
     """One model call of an agent run, as the client saw it."""
 
     started: float  # time.perf_counter() when the call started
+    messages: int  # messages sent (the system prompt included)
     ttft_s: float | None  # time to the first streamed token (None: not streamed)
     duration_s: float
     prompt_tokens: int | None
@@ -231,23 +232,24 @@ class ModelCallLog(AsyncCallbackHandler):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[ModelCall] = []
-        self._open: dict[UUID, list[float | None]] = {}
+        self._open: dict[UUID, tuple[float, int, list[float]]] = {}
 
     async def on_chat_model_start(
         self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any
     ) -> None:
-        self._open[run_id] = [time.perf_counter(), None]
+        sent = len(messages[0]) if messages else 0
+        self._open[run_id] = (time.perf_counter(), sent, [])
 
     async def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
         opened = self._open.get(run_id)
-        if opened is not None and opened[1] is None:
-            opened[1] = time.perf_counter()
+        if opened is not None and not opened[2]:
+            opened[2].append(time.perf_counter())
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         opened = self._open.pop(run_id, None)
         if opened is None:
             return
-        started, first_token = opened
+        started, sent, first_token = opened
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
         message = generation.message if isinstance(generation, ChatGeneration) else None
         usage = getattr(message, "usage_metadata", None) or {}
@@ -255,7 +257,8 @@ class ModelCallLog(AsyncCallbackHandler):
         self.calls.append(
             ModelCall(
                 started=started,
-                ttft_s=None if first_token is None else first_token - started,
+                messages=sent,
+                ttft_s=first_token[0] - started if first_token else None,
                 duration_s=time.perf_counter() - started,
                 prompt_tokens=usage.get("input_tokens"),
                 cached_tokens=details.get("cache_read"),

@@ -278,4 +278,25 @@ async def test_the_call_log_records_each_model_call_of_a_run(server):
     assert [call.prompt_tokens for call in log.calls] == [r.usage_metadata["input_tokens"] for r in replies]
     assert all(call.ttft_s is not None and 0 < call.ttft_s <= call.duration_s for call in log.calls)
     assert log.calls[0].started < log.calls[1].started
+    assert [call.messages for call in log.calls] == [1, 3]  # the question; then the call and its result
     assert [call.finish_reason for call in log.calls] == ["tool_calls", "stop"]
+
+
+async def test_a_cached_agent_session_replays_whole_only_from_its_third_run(server):
+    """langchain-ai/langchain#35308: a cache hit comes back with ``usage_metadata["total_cost"] = 0``
+    added, that message is part of the next call's cache key, so the re-run's second call misses."""
+    model = make_chat_model(thinking=False, base_url=server.base_url, max_tokens=512, cache=InMemoryCache())
+    agent = create_agent(model, tools=[get_weather])
+    sent = []
+    for _ in range(3):
+        before = served(server)
+        await agent.ainvoke(ask("What is the weather in Lima?"))
+        sent.append(served(server) - before)
+    assert sent == [2, 1, 0]
+    one_call = create_agent(model, tools=[])
+    sent = []
+    for _ in range(2):
+        before = served(server)
+        await one_call.ainvoke(ask("Say hello to Lima."))
+        sent.append(served(server) - before)
+    assert sent == [1, 0]
