@@ -130,6 +130,30 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TOOL_PARSERS,
         help="as vLLM: parse the model's <tool_call> text into tool_calls (Qwen3: hermes)",
     )
+    p.add_argument("--block-size", type=int, default=d.block_size, help="as vLLM: tokens per KV block")
+    p.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=d.gpu_memory_utilization,
+        help="as vLLM: share of the profile's GPU memory to use (sizes the KV cache)",
+    )
+    p.add_argument(
+        "--num-gpu-blocks-override",
+        type=int,
+        default=None,
+        help="as vLLM: KV cache size in blocks, instead of the profile's memory",
+    )
+    p.add_argument(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=d.enable_prefix_caching,
+        help="as vLLM: reuse the KV blocks of earlier prompts (--no-enable-prefix-caching: off)",
+    )
+    p.add_argument(
+        "--enable-prompt-tokens-details",
+        action="store_true",
+        help="as vLLM: usage.prompt_tokens_details with cached_tokens",
+    )
     p.add_argument("--coalesce", type=int, default=1, help="tokens per streamed chunk")
     p.add_argument(
         "--max-body-bytes", type=int, default=d.max_body_bytes, help="larger request bodies get 413"

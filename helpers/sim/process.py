@@ -121,6 +121,11 @@ def serve(
     enable_auto_tool_choice: bool = False,
     tool_call_parser: str | None = None,
     tool_call_error_rate: float = 0.0,
+    block_size: int = 16,
+    gpu_memory_utilization: float = 0.9,
+    num_gpu_blocks_override: int | None = None,
+    enable_prefix_caching: bool = True,
+    enable_prompt_tokens_details: bool = False,
     startup_timeout: float = 30.0,
     log_level: str = "warning",
     log_file: str | Path | None = None,
@@ -156,6 +161,11 @@ def serve(
         enable_auto_tool_choice=enable_auto_tool_choice,
         tool_call_parser=tool_call_parser,
         tool_call_error_rate=tool_call_error_rate,
+        block_size=block_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        num_gpu_blocks_override=num_gpu_blocks_override,
+        enable_prefix_caching=enable_prefix_caching,
+        enable_prompt_tokens_details=enable_prompt_tokens_details,
     )
     command = [sys.executable, "-m", "helpers.sim", *config.to_args(), "--log-level", log_level]
     command += ["--watch-parent", str(os.getpid())]
