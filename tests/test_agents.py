@@ -300,3 +300,16 @@ async def test_a_cached_agent_session_replays_whole_only_from_its_third_run(serv
         await one_call.ainvoke(ask("Say hello to Lima."))
         sent.append(served(server) - before)
     assert sent == [1, 0]
+
+
+async def test_the_call_log_reads_the_prefix_cache_hits_per_call():
+    with serve("instant", enable_prompt_tokens_details=True, **TOOL_FLAGS) as cached:
+        model = make_chat_model(thinking=False, base_url=cached.base_url, max_tokens=512, streaming=True)
+        agent = create_agent(model, tools=[get_weather], system_prompt="You are a weather assistant. " * 20)
+        log = ModelCallLog()
+        await agent.ainvoke(ask("What is the weather in Paris?"), {"callbacks": [log]})
+        hits = scrape_metrics(cached.root_url)["vllm:prefix_cache_hits_total"]
+    assert [call.cached_tokens is not None for call in log.calls] == [True, True]
+    assert log.calls[1].cached_tokens > 0  # the second call resends the first call's prompt
+    assert sum(call.cached_tokens for call in log.calls) == hits
+    assert all(call.cached_tokens % 16 == 0 for call in log.calls)
