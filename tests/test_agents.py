@@ -127,25 +127,29 @@ async def test_the_tool_calls_of_one_step_run_at_the_same_time(server):
 
 
 async def test_amap_runs_agent_sessions_at_most_concurrency_at_a_time(server):
-    running, peak = 0, 0
-
     @tool
     async def get_weather(city: str) -> str:
         """Current weather for a city"""
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
         await asyncio.sleep(0.2)
-        running -= 1
         return f"{city}: sunny"
 
     model = make_chat_model(thinking=False, base_url=server.base_url, max_tokens=512, max_retries=0)
     agent = create_agent(model, tools=[get_weather])
-    session = agent | RunnableLambda(lambda state: state["messages"][-1])
+    running, peak = 0, 0
+
+    async def session(question: str, config=None) -> AIMessage:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            return (await agent.ainvoke(ask(question), config))["messages"][-1]
+        finally:
+            running -= 1
+
     cities = ["Paris", "Berlin", "Tokyo", "Madrid", "Lima", "Oslo"]
     with pytest.warns(UserWarning, match="no chat model inside"):
-        questions = [ask(f"What is the weather in {city}?") for city in cities]
-        outcomes = await amap(session, questions, concurrency=2, progress=False)
+        questions = [f"What is the weather in {city}?" for city in cities]
+        outcomes = await amap(RunnableLambda(session), questions, concurrency=2, progress=False)
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert [city in o.answer for o, city in zip(outcomes, cities, strict=True)] == [True] * len(cities)
     assert peak == 2
