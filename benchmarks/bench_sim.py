@@ -10,7 +10,11 @@ Three measurements, load from client processes separate from the server (raw htt
    64 ms frontend) against predict() and its own /metrics, target within 10% (this was a test;
    a loaded machine failed it, so the tests keep only loose bounds and the figure is here).
 
-Section 1 prints TTFT and ITL errors against predict(); the ITL within 10% is its target.
+Section 1 prints TTFT and ITL errors against predict(); the ITL within 10% is its target. This is
+the home of the live engine-vs-model accuracy check: tests/test_sim_timing.py asserted it once
+(within 10% below and 5x above predict(), at concurrency 1 and 32) and failed on a busy machine; the
+tests now keep only the lower bounds no slowdown can break (the engine never runs faster than its
+model; the handler's own work is absorbed, with a margin of seconds).
 
 Run: `python -m benchmarks.bench_sim` (a few minutes).
 """
@@ -149,7 +153,7 @@ def run_load(
 def scrape(root_url: str, name: str) -> float:
     """One sample of the server's /metrics, summed over its labels (0 when absent)."""
     # Imported here: the spawned client processes import this module and need none of helpers.bench.
-    from helpers.bench.server_metrics import scrape_metrics
+    from helpers.server_metrics import scrape_metrics
 
     return scrape_metrics(root_url).get(name, 0.0)
 
@@ -210,7 +214,8 @@ def measure_busy_handler_ttft() -> dict:
     payload = {"messages": MESSAGES, "max_tokens": 2, "ignore_eos": True, "stream": True}
     with slow_handler_simulator(busy_s=BUSY_S, time_scale=BUSY_TIME_SCALE) as root_url:
         client_ttft, server_ttft = ttft_client_and_server(root_url, payload, rounds=BUSY_ROUNDS)
-    model = predict("l4", 1, count_prompt_tokens(MESSAGES), 2, time_scale=BUSY_TIME_SCALE)
+    prompt_tokens = count_prompt_tokens(MESSAGES)  # one prompt, sent again: prefix caching serves it
+    model = predict("l4", 1, prompt_tokens, 2, time_scale=BUSY_TIME_SCALE, prefix_tokens=prompt_tokens)
     return {
         "client_ttft_s": client_ttft,
         "server_ttft_s": server_ttft,
@@ -239,7 +244,7 @@ def main() -> dict:
     )
     best = None
     for concurrency in L4_CONCURRENCIES:
-        model = predict("l4", concurrency, prompt_tokens, OUTPUT_TOKENS)
+        model = predict("l4", concurrency, prompt_tokens, OUTPUT_TOKENS, prefix_tokens=prompt_tokens)
         row = measure_streaming("l4", concurrency, expected_e2e_s=model.e2e_s)
         error = row["mean_itl_s"] / model.itl_s - 1
         print(

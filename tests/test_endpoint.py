@@ -16,17 +16,10 @@ import pytest
 from support import free_port, html_server, load_transcript
 
 import helpers.endpoint as endpoint_module
-from helpers.endpoint import (
-    DEFAULT_MODEL,
-    PLACEHOLDER_API_KEY,
-    SERVE_HINT,
-    Endpoint,
-    EndpointError,
-    check_endpoint,
-    diagnose,
-    resolve_endpoint,
-)
-from helpers.retry import classify, connect_failure
+from helpers.diagnosis import check_endpoint, diagnose
+from helpers.endpoint import DEFAULT_MODEL, PLACEHOLDER_API_KEY, Endpoint, resolve_endpoint
+from helpers.errors import SERVE_HINT, EndpointError, connect_failure
+from helpers.retry import classify
 from helpers.sim import serve
 
 SECRET = "sk-very-secret-123"
@@ -244,8 +237,9 @@ def test_describe_never_raises() -> None:
     assert "model Qwen/Qwen3-0.6B" in line
 
 
+@pytest.mark.server
 def test_embedded_simulator_is_started_once(capsys: pytest.CaptureFixture[str]) -> None:
-    already_running = endpoint_module._embedded is not None  # another test may have started it
+    already_running = endpoint_module.embedded_simulator() is not None  # another test may have started it
     first = resolve_endpoint()
     second = resolve_endpoint(model="Qwen-0.6B")
     assert first.kind == second.kind == "simulator"
@@ -282,6 +276,7 @@ def keyed_sim() -> Iterator[str]:
         yield server.base_url
 
 
+@pytest.mark.server
 def test_simulator_with_a_key(keyed_sim: str) -> None:
     assert diagnose(keyed_sim, api_key=SECRET).ok
     assert diagnose(keyed_sim).failure.name == "auth"
@@ -306,11 +301,12 @@ import helpers.endpoint as endpoint_module
 endpoint = endpoint_module.resolve_endpoint()
 body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "enable_thinking": False}
 assert httpx.post(endpoint.base_url + "/chat/completions", json=body).status_code == 200
-endpoint_module._embedded.stop()
-print("LOG_FILE", endpoint_module._embedded.log_file)
+endpoint_module.embedded_simulator().stop()
+print("LOG_FILE", endpoint_module.embedded_simulator().log_file)
 """
 
 
+@pytest.mark.server
 def test_embedded_simulator_logs_to_a_temp_file_not_the_kernels_stderr() -> None:
     """Jupyter shows a kernel's stderr in whatever cell runs: the simulator must not write there."""
     env = {k: v for k, v in os.environ.items() if k not in ("QWEN_BASE_URL", "OPENAI_BASE_URL")}
