@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
 
-.PHONY: install lab test lint format run bench clean
+.PHONY: install lab test lint format run bench zh clean
 
 $(STAMP): requirements.txt pyproject.toml kit_tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ run: install  ## execute every notebook headless against the simulator; executed
 
 bench: install  ## benchmark scripts that print the performance figures
 	$(PY) -m benchmarks
+
+zh: install  ## rebuild the Chinese notebooks (notebooks/*.zh-CN.ipynb) from the English ones and i18n/zh-CN/
+	$(PY) -m kit_tools.translations build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
