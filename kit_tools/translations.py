@@ -206,10 +206,11 @@ def status(notebooks: Path, translations: Path, out: TextIO | None = None) -> in
             count += 1
             print(f"\n=== {twin.name} is not what the build produces: run `make zh`", file=out)
     known = {p.stem for p in english_notebooks(notebooks)}
-    for stray in sorted(translations.glob("*.json")):
-        if stray.stem not in known:
+    strays = [*translations.glob("*.json"), *notebooks.glob(f"*{TWIN_SUFFIX}")]
+    for stray in sorted(strays):
+        if stray.name.removesuffix(TWIN_SUFFIX).removesuffix(".json") not in known:
             count += 1
-            print(f"\n=== {stray.name}: no English notebook {stray.stem}.ipynb; delete it", file=out)
+            print(f"\n=== {stray.name}: its English notebook is gone; delete it", file=out)
     print(f"\n{count} to do" if count else "Chinese edition up to date.", file=out)
     return count
 
