@@ -103,6 +103,14 @@ def test_every_translation_file_belongs_to_an_english_notebook():
     assert twins == {twin_path(e).name for e in ENGLISH}, "a twin without its English notebook: delete it"
 
 
+def test_readmes_link_each_other_and_every_chinese_notebook():
+    english = (ROOT / "README.md").read_text(encoding="utf-8")
+    chinese = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    assert "(README.zh-CN.md)" in english.splitlines()[0] and "(README.md)" in chinese.splitlines()[0]
+    missing = [e.stem for e in ENGLISH if f"(notebooks/{twin_path(e).name})" not in chinese]
+    assert not missing, f"README.zh-CN.md links no Chinese notebook for {missing}: add a row to its table"
+
+
 # --- the machinery, on a notebook made here ---------------------------------------------------------
 
 
