@@ -9,7 +9,9 @@ build produces. ``python -m kit_tools.translations status`` prints what to trans
 nbval executes the English notebooks only (the root ``conftest.py`` sets ``collect_ignore_glob`` for
 ``notebooks/*.zh-CN.ipynb``): the twins' code cells and outputs are proven identical here, so running
 them again would double the notebooks' share of ``make test`` for nothing. A twin still runs on its
-own with ``pytest notebooks/NN_name.zh-CN.ipynb`` or Restart & Run All in JupyterLab.
+own with ``pytest notebooks/NN_name.zh-CN.ipynb`` or Restart & Run All in JupyterLab; after changing
+how twins are built, execute each once from ``notebooks/`` (``kit_tools.run_notebooks.run_notebook``)
+to show they still run from there.
 
 Figures stay English in both editions (many GPU pods have no CJK font): their text comes from code
 cells, which the two editions share, and the last tests check that none of it is CJK.
