@@ -182,6 +182,20 @@ def test_a_translation_whose_cell_is_gone_is_reported(edition):
     assert [(p.cell_id, p.kind) for p in problems] == [("next", "orphan")]
 
 
+def test_a_markdown_cell_without_an_id_is_named_and_stops_the_build(edition):
+    notebooks, translations = edition
+    english = json.loads((notebooks / "00_small.ipynb").read_text(encoding="utf-8"))
+    english["nbformat_minor"] = 4  # before nbformat 4.5 cells had no ids
+    for cell in english["cells"]:
+        del cell["id"]
+    (notebooks / "00_small.ipynb").write_text(json.dumps(english), encoding="utf-8")
+    problems = find_problems(notebooks / "00_small.ipynb", translations)
+    assert [(p.cell_id, p.kind) for p in problems] == [("#0", "no id"), ("#2", "no id"), ("intro", "orphan"),
+                                                        ("next", "orphan")]  # fmt: skip
+    with pytest.raises(SystemExit, match="has no nbformat id"):
+        build_twin(notebooks / "00_small.ipynb", translations)
+
+
 def test_a_malformed_translation_file_is_a_clear_error(edition):
     notebooks, translations = edition
     translation_path(notebooks / "00_small.ipynb", translations).write_text('{"cells": [{"id": "intro"}]}')
