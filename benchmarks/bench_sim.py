@@ -149,7 +149,7 @@ def run_load(
 def scrape(root_url: str, name: str) -> float:
     """One sample of the server's /metrics, summed over its labels (0 when absent)."""
     # Imported here: the spawned client processes import this module and need none of helpers.bench.
-    from helpers.bench.server_metrics import scrape_metrics
+    from helpers.server_metrics import scrape_metrics
 
     return scrape_metrics(root_url).get(name, 0.0)
 

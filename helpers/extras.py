@@ -36,7 +36,9 @@ def require_extra(name: str, modules: list[str], *, needed_for: str = "") -> Non
     what = f"{needed_for} needs" if needed_for else "this needs"
     raise ImportError(
         f"{what} the '{name}' extra of {DISTRIBUTION}, which is not installed (no module "
-        f"{', '.join(missing)}). Install it with:\n    {install_command(name)}",
+        f"{', '.join(missing)}): pip install '{DISTRIBUTION}[{name}]' (from a clone of the kit: "
+        f"pip install -e '.[{name}]') adds it. Its packages alone: Install it with:\n"
+        f"    {install_command(name)}",
         name=missing[0],
     )
 

@@ -3,7 +3,7 @@
 Example::
 
     outcomes = await amap(model, prompts)
-    print(summarize(outcomes))          # 100 prompts: 98 ok, 2 failed (BadRequestError x2), ...
+    print(summarize_outcomes(outcomes))          # 100 prompts: 98 ok, 2 failed (BadRequestError x2), ...
     frame = outcomes_to_frame(outcomes)  # one row per prompt, in input order
 """
 
@@ -113,13 +113,13 @@ def outcomes_to_frame(outcomes: Sequence[Outcome]) -> pd.DataFrame:
     return frame.astype({column: "Int64" for column in USAGE_COLUMNS})
 
 
-def summarize(outcomes: Sequence[Outcome]) -> str:
+def summarize_outcomes(outcomes: Sequence[Outcome]) -> str:
     """One line: how many succeeded, were cut by max_tokens, failed (by type), were cancelled, retried.
 
     Replies cut by ``max_tokens`` are their own part ("3 truncated"), not counted as failed; cut
     replies accepted with ``accept_truncated=True`` are counted in ok and said so.
 
-    >>> summarize([Outcome(0, "a", ok=True, attempts=2, retried=["RateLimitError"], latency_s=0.5),
+    >>> summarize_outcomes([Outcome(0, "a", ok=True, attempts=2, retried=["RateLimitError"], latency_s=0.5),
     ...            Outcome(1, "b", ok=False, error_type="BadRequestError", attempts=1),
     ...            Outcome(2, "c", ok=False, error_type="Truncated", attempts=1)])
     '3 prompts: 1 ok, 1 truncated, 1 failed (BadRequestError x1), 1 retries, 4 requests sent; latency of ok: median 0.50 s, max 0.50 s'

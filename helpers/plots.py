@@ -4,7 +4,7 @@ Figures are built without ``pyplot`` (no GUI, no global state). In a Jupyter ker
 shown inline as a PNG when it is made, wherever the call sits in the cell, and only once in that
 cell (returned as the cell's last expression it is not shown again; a later cell shows it anew).
 Panel and figure titles wider than their space are wrapped. PNGs go to the default results
-directory of :func:`helpers.bench.results.default_results_dir` (or to ``path=``). Inputs are the
+directory of :func:`helpers.results_dir.default_results_dir` (or to ``path=``). Inputs are the
 DataFrames of :class:`helpers.bench.results.BenchResult` (``.summary`` and ``.requests``).
 
 Example:
@@ -18,6 +18,10 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from helpers.extras import require_extra
+
+require_extra("bench", ["numpy", "pandas", "matplotlib"], needed_for="the plots (helpers.plots)")
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -28,6 +32,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from helpers.loop import in_notebook
+from helpers.results_dir import default_results_dir
 
 PERCENTILE_STYLES = {"median": "-", "p90": "--", "p99": ":"}
 METRIC_NAMES = {
@@ -281,12 +286,7 @@ def _figure(panels: int, title: str, subtitle: str, vertical: bool = False) -> t
 
 def _save(fig: Figure, name: str, path: str | Path | None) -> Figure:
     """Fit the titles, write the PNG, and show the figure if this runs in a Jupyter kernel."""
-    if path is None:
-        from helpers.bench.results import default_results_dir  # only for the default path
-
-        target = default_results_dir() / f"{name}.png"
-    else:
-        target = Path(path)
+    target = default_results_dir() / f"{name}.png" if path is None else Path(path)
     _wrap_wide_titles(fig)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=SAVED_DPI)

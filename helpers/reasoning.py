@@ -47,6 +47,7 @@ from typing import Any, Literal
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 REASONING_FIELDS = ("reasoning_content", "reasoning")
+REASONING_KEY = "reasoning_content"  # where LangChain messages keep it: additional_kwargs[REASONING_KEY]
 
 _Mode = Literal["start", "thinking", "after_think", "answer"]
 

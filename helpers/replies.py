@@ -1,7 +1,7 @@
 """Read what a chat model or a chain returned: the answer, the parsed object, or why it is unusable.
 
 A reply can come back complete and still be of no use. ``read_reply`` turns a result into a
-:class:`Reply` or raises one of the :class:`ReplyProblem` kinds amap reports per prompt:
+:class:`ReplyContent` or raises one of the :class:`ReplyProblem` kinds amap reports per prompt:
 
 * :class:`Truncated` — cut by ``max_tokens`` (``finish_reason`` "length"); the partial answer
   and reasoning are kept on the exception. With thinking on, a cut often falls in the thinking
@@ -49,7 +49,7 @@ RETRY_HINT = "not retried (pass retry_invalid=True to retry it: a sampled model 
 
 
 @dataclass
-class Reply:
+class ReplyContent:
     """A usable reply: the answer text and what came with it."""
 
     answer: str
@@ -231,8 +231,8 @@ def read_reply(
     raw: BaseMessage | None = None,
     tools_bound: bool = False,
     accept_truncated: bool = False,
-) -> Reply:
-    """A :class:`Reply` from what ``ainvoke`` returned, or raise a :class:`ReplyProblem`.
+) -> ReplyContent:
+    """A :class:`ReplyContent` from what ``ainvoke`` returned, or raise a :class:`ReplyProblem`.
 
     ``raw`` is the chat model message seen inside a chain (``ReplyWatcher.message``), used when
     ``result`` is not a message itself.
@@ -240,7 +240,7 @@ def read_reply(
     if isinstance(result, BaseMessage):
         _message_problem(result, tools_bound=tools_bound, accept_truncated=accept_truncated, structured=False)
         calls = list(getattr(result, "tool_calls", None) or [])
-        return Reply(
+        return ReplyContent(
             answer=str(result.text),
             reasoning=reasoning(result),
             usage=usage(result),
@@ -265,13 +265,13 @@ def read_reply(
         )
     kept = _kept(raw)
     if isinstance(result, str):
-        return Reply(
+        return ReplyContent(
             answer=result,
             reasoning=kept["reasoning"],
             usage=kept["usage"],
             finish_reason=kept["finish_reason"],
         )
-    return Reply(
+    return ReplyContent(
         answer=_as_json_text(result),
         reasoning=kept["reasoning"],
         usage=kept["usage"],
@@ -307,7 +307,7 @@ def _input_of(exc: BaseException) -> str | None:
     return None
 
 
-def _completion_problem(exc: openai.LengthFinishReasonError) -> Truncated:
+def completion_problem(exc: openai.LengthFinishReasonError) -> Truncated:
     """The openai SDK's ``parse()`` refuses a cut structured reply; keep what it had."""
     choices = exc.completion.choices or []
     message = choices[0].message.model_dump() if choices else {}
@@ -327,8 +327,10 @@ def problem_from_error(
 
     ``parsing``: ``exc`` is known to come from parsing (an ``include_raw`` ``parsing_error``).
     """
+    if isinstance(exc, ReplyProblem):  # the kit's model names a cut structured reply itself
+        return exc
     if isinstance(exc, openai.LengthFinishReasonError):
-        return _completion_problem(exc)
+        return completion_problem(exc)
     if not parsing and not isinstance(exc, PARSE_ERRORS):
         return None
     if raw is not None:

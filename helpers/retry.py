@@ -6,7 +6,7 @@ HTTP 408, 429 (honouring ``Retry-After``) and 5xx. Everything else is permanent:
 name that does not resolve, a TLS handshake that fails (HTTPS to a plain-HTTP server, an untrusted
 certificate), and errors raised by the client code itself. A refused connection stays transient:
 a server that restarts comes back. Why a connection failed is decided by
-``helpers.endpoint.connect_failure``, the classifier ``diagnose`` uses too.
+``helpers.errors.connect_failure``, the classifier ``diagnose`` uses too.
 
 ``describe(exc)`` is the one-line error an outcome carries; for an endpoint mistake it ends with
 ``advice(exc)``, what to change (``QWEN_BASE_URL``, ``QWEN_API_KEY``, ``QWEN_MODEL``).
@@ -30,7 +30,7 @@ from typing import Any
 
 import openai
 
-from helpers.endpoint import (
+from helpers.errors import (
     SERVE_HINT,
     TOOLS_HINT,
     connect_failure,
@@ -167,7 +167,7 @@ def advice(exc: BaseException) -> str | None:
     """What the user should change, for an error caused by the endpoint settings; else None.
 
     The settings are named as ``helpers.endpoint`` reads them (``QWEN_BASE_URL``,
-    ``QWEN_API_KEY``, ``QWEN_MODEL``), and ``helpers.endpoint.check_endpoint(url)`` is offered
+    ``QWEN_API_KEY``, ``QWEN_MODEL``), and ``helpers.check_endpoint(url)`` is offered
     where a probe tells more. Transient errors and refusals whose message already says what to
     change (HTTP 400 from vLLM) get None, except vLLM's refusal of tools for want of
     ``--enable-auto-tool-choice --tool-call-parser hermes``: the full ``vllm serve`` command.
@@ -180,7 +180,7 @@ def advice(exc: BaseException) -> str | None:
     """
     url = _requested_url(exc)
     base = _base_url(url) if url is not None else None
-    check = f"helpers.endpoint.check_endpoint({base!r})" if base else "helpers.endpoint.check_endpoint(...)"
+    check = f"helpers.check_endpoint({base!r})" if base else "helpers.check_endpoint(...)"
     check_base_url = f"check QWEN_BASE_URL; {check} says what is wrong"
     status = status_code(exc)
     if status == 400 and tool_flags_missing(exc):
@@ -189,7 +189,7 @@ def advice(exc: BaseException) -> str | None:
         return "set QWEN_API_KEY to the --api-key the server was started with"
     if status == 404:
         if any("model" in str(error).lower() for error in error_chain(exc)):
-            served = f"helpers.endpoint.diagnose({base!r}).served_models" if base else "GET /v1/models"
+            served = f"helpers.diagnose({base!r}).served_models" if base else "GET /v1/models"
             return f"set QWEN_MODEL to a model the server serves ({served} lists them)"
         if base is None or not base.endswith("/v1"):
             example = f"{base}/v1" if base else "http://HOST:8000/v1"

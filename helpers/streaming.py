@@ -42,9 +42,8 @@ from typing import Any, Literal, TextIO
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 
 from helpers.loop import in_notebook
-from helpers.reasoning import ReasoningStream
+from helpers.reasoning import REASONING_KEY, ReasoningStream
 
-REASONING_KEY = "reasoning_content"
 EventKind = Literal["reasoning", "answer"]
 
 

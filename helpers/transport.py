@@ -42,8 +42,8 @@ from typing import Any
 
 import aiohttp
 import openai
-from langchain_openai._compat import httpx  # the httpx flavour the openai SDK is built on
-from openai._vendor.httpx_aiohttp import AiohttpTransport as _SdkAiohttpTransport
+
+from helpers.openai_internals import SdkAiohttpTransport, httpx
 
 # Most specific first: the first class an aiohttp error is an instance of decides.
 _HTTPX_ERROR_FOR: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -130,7 +130,7 @@ class _MappedErrorsStream(httpx.AsyncByteStream):
             await self._stream.aclose()
 
 
-class AiohttpTransport(_SdkAiohttpTransport):
+class AiohttpTransport(SdkAiohttpTransport or httpx.AsyncBaseTransport):
     """``httpx.AsyncBaseTransport`` on aiohttp: the openai SDK's, with httpx's error classes.
 
     Takes the SDK transport's arguments (``verify``, ``limits``, ``proxy``, ...); its aiohttp
@@ -162,7 +162,11 @@ def aiohttp_client(
 
     ``limits.max_connections`` caps the connections, ``limits.keepalive_expiry`` closes idle
     ones after that many seconds; ``verify`` defaults to :func:`shared_ssl_context`; ``kwargs``
-    go to the client (``openai.DefaultAsyncHttpxClient``).
+    go to the client (``openai.DefaultAsyncHttpxClient``). If the SDK's private transport moved
+    (``helpers.openai_internals``), the SDK's public ``openai.DefaultAioHttpClient`` is used instead.
     """
-    transport = AiohttpTransport(verify=shared_ssl_context() if verify is None else verify, limits=limits)
+    verify = shared_ssl_context() if verify is None else verify
+    if SdkAiohttpTransport is None:
+        return openai.DefaultAioHttpClient(timeout=timeout, limits=limits, verify=verify, **kwargs)
+    transport = AiohttpTransport(verify=verify, limits=limits)
     return openai.DefaultAsyncHttpxClient(timeout=timeout, transport=transport, **kwargs)

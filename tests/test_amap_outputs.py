@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 from support import FIXTURES
 
 from helpers.concurrency import amap
-from helpers.outcomes import Outcome, summarize
+from helpers.outcomes import Outcome
+from helpers.outcomes import summarize_outcomes as summarize
 from helpers.retry import Backoff
 
 FAST = Backoff(base_s=0.001, max_s=0.01, seed=0)

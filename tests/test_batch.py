@@ -15,8 +15,8 @@ from langchain_core.messages import AIMessage
 
 from helpers.batch import arun_batch, read_output, read_requests
 from helpers.batch.bodies import call_params, completion_body
-from helpers.bench.server_metrics import scrape_metrics
 from helpers.endpoint import Endpoint
+from helpers.server_metrics import scrape_metrics
 from helpers.sim import serve
 
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}

@@ -111,7 +111,7 @@ def test_ideal_frame_is_the_simulators_prediction():
 
 
 async def test_server_metrics_give_the_servers_own_view(sim):
-    from helpers.bench.server_metrics import histogram_mean, metrics_delta, scrape_metrics
+    from helpers.server_metrics import histogram_mean, metrics_delta, scrape_metrics
 
     before = scrape_metrics(sim.root_url)
     run = await run_closed_loop(lean(sim, max_tokens=8, extra_body=NO_THINKING), PROMPTS, concurrency=4)

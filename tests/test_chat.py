@@ -11,8 +11,9 @@ from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
 from support import load_transcript, replay_transport, replayed_model
 
-from helpers.chat import REASONING_KEY, make_chat_model, thinking_extra_body
+from helpers.chat import make_chat_model, thinking_extra_body
 from helpers.endpoint import DEFAULT_MODEL, Endpoint
+from helpers.reasoning import REASONING_KEY
 from helpers.sim import serve
 
 MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test-123")
@@ -445,7 +446,7 @@ async def test_response_headers_still_reach_the_reply() -> None:
 def test_amaps_retry_free_copy_keeps_the_dict_replies_on_its_own_aiohttp_pool() -> None:
     """amap's copy of the model (SDK retries off, its own pool) keeps what makes the kit's model
     cheap: replies as dicts, and the aiohttp pool with httpx's error classes."""
-    from helpers.concurrency import _retry_free_copy
+    from helpers.amap_models import retry_free_copy as _retry_free_copy
     from helpers.endpoint import KEEPALIVE_EXPIRY_S
     from helpers.transport import AiohttpTransport
 

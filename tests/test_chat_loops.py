@@ -79,11 +79,13 @@ def test_a_loop_that_keeps_running_keeps_its_client(instant_sim: Endpoint) -> No
 
 
 async def _shutdown(loop: asyncio.AbstractEventLoop) -> None:
-    """What asyncio.run does before closing a loop: cancel the remaining tasks and wait for them."""
+    """What asyncio.run does before closing a loop: cancel the remaining tasks, wait for them, and
+    close the async generators still open (where the kit closes the loop's pools)."""
     tasks = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await loop.shutdown_asyncgens()
 
 
 async def _last_chunk(chunks):

@@ -13,8 +13,10 @@ from langchain_core.messages import AIMessageChunk
 from pydantic import BaseModel, Field
 from support import load_transcript, replayed_model
 
-from helpers.chat import REASONING_KEY
-from helpers.endpoint import SERVE_HINT, Endpoint
+from helpers.endpoint import Endpoint
+from helpers.errors import SERVE_HINT
+from helpers.reasoning import REASONING_KEY
+from helpers.replies import Truncated
 from helpers.retry import classify, describe
 
 MOCK = Endpoint("http://vllm.test/v1", "Qwen-0.6B", api_key="sk-test-123")
@@ -279,9 +281,9 @@ def test_structured_output_with_include_raw_keeps_the_reasoning() -> None:
 @pytest.mark.parametrize("schema", [Review, REVIEW_SCHEMA], ids=["pydantic", "json-schema"])
 @pytest.mark.parametrize("method", ["json_schema", "json_mode"])
 def test_structured_output_cut_by_max_tokens_is_an_error_not_a_result(schema, method: str) -> None:
-    # the openai SDK's parse, which LangChain uses for response_format, refuses a cut reply
+    # the openai SDK's parse refuses a cut reply; the kit's model names it as the kit's Truncated
     model = replayed_model("hermes-qwen3-structured-json-schema-cut")
-    with pytest.raises(openai.LengthFinishReasonError, match="length limit"):
+    with pytest.raises(Truncated, match="cut by max_tokens"):
         model.with_structured_output(schema, method=method, include_raw=True).invoke("q")
     cut = openai.LengthFinishReasonError(
         completion=_cut_completion("hermes-qwen3-structured-json-schema-cut")

@@ -15,6 +15,7 @@ import httpx2
 import openai
 import psutil
 import pytest
+from comparisons import abatch_as_completed_progress, abatch_limited
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -23,15 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
 from helpers.chat import make_chat_model
-from helpers.concurrency import (
-    BatchCancelled,
-    abatch_as_completed_progress,
-    abatch_limited,
-    amap,
-    map_prompts,
-)
+from helpers.concurrency import BatchCancelled, amap, map_prompts
 from helpers.endpoint import Endpoint
-from helpers.outcomes import Outcome, outcomes_to_frame, summarize
+from helpers.outcomes import Outcome, outcomes_to_frame
+from helpers.outcomes import summarize_outcomes as summarize
 from helpers.retry import Backoff
 from helpers.sim import SimServer, serve
 
@@ -840,7 +836,7 @@ def test_sim_cancelling_one_of_two_concurrent_batches_leaves_the_other_whole() -
 def test_sim_amaps_pool_expires_idle_connections_before_vllms_keep_alive() -> None:
     """vLLM closes idle connections after 5 s; a pool keeping them as long reuses one just as the
     server closes it (ReadError, issue seen with the lean client at high concurrency)."""
-    from helpers.concurrency import _kept_pools
+    from comparisons import kept_pools as _kept_pools
 
     with serve(profile="instant", **SHORT) as server:
         model = make_chat_model(False, Endpoint(server.base_url), max_tokens=64)

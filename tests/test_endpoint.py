@@ -16,17 +16,10 @@ import pytest
 from support import free_port, html_server, load_transcript
 
 import helpers.endpoint as endpoint_module
-from helpers.endpoint import (
-    DEFAULT_MODEL,
-    PLACEHOLDER_API_KEY,
-    SERVE_HINT,
-    Endpoint,
-    EndpointError,
-    check_endpoint,
-    diagnose,
-    resolve_endpoint,
-)
-from helpers.retry import classify, connect_failure
+from helpers.diagnosis import check_endpoint, diagnose
+from helpers.endpoint import DEFAULT_MODEL, PLACEHOLDER_API_KEY, Endpoint, resolve_endpoint
+from helpers.errors import SERVE_HINT, EndpointError, connect_failure
+from helpers.retry import classify
 from helpers.sim import serve
 
 SECRET = "sk-very-secret-123"
@@ -245,7 +238,7 @@ def test_describe_never_raises() -> None:
 
 
 def test_embedded_simulator_is_started_once(capsys: pytest.CaptureFixture[str]) -> None:
-    already_running = endpoint_module._embedded is not None  # another test may have started it
+    already_running = endpoint_module.embedded_simulator() is not None  # another test may have started it
     first = resolve_endpoint()
     second = resolve_endpoint(model="Qwen-0.6B")
     assert first.kind == second.kind == "simulator"
@@ -306,8 +299,8 @@ import helpers.endpoint as endpoint_module
 endpoint = endpoint_module.resolve_endpoint()
 body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "enable_thinking": False}
 assert httpx.post(endpoint.base_url + "/chat/completions", json=body).status_code == 200
-endpoint_module._embedded.stop()
-print("LOG_FILE", endpoint_module._embedded.log_file)
+endpoint_module.embedded_simulator().stop()
+print("LOG_FILE", endpoint_module.embedded_simulator().log_file)
 """
 
 

@@ -131,6 +131,12 @@ def run(command: list[str], cwd: Path, timeout: float = PIP_TIMEOUT_S) -> str:
 USE_THE_CLIENT = """
 import json
 import helpers.chat, helpers.concurrency, helpers.endpoint, helpers.loop, helpers.streaming
+from helpers import amap, make_chat_model, run
+try:
+    import helpers.bench
+    bench_error = None
+except ImportError as error:
+    bench_error = str(error)
 from helpers.envcheck import check_environment
 from helpers.extras import require_extra
 from helpers.prompts import load_prompts
@@ -142,7 +148,8 @@ try:
     sim_error = None
 except ImportError as error:
     sim_error = str(error)
-print(json.dumps({"zh": zh[0], "count": len(zh), "sim_error": sim_error, "openai_range": openai_range}))
+print(json.dumps({"zh": zh[0], "count": len(zh), "sim_error": sim_error, "openai_range": openai_range,
+                  "bench_error": bench_error}))
 """
 
 USE_THE_SIMULATOR = """
@@ -186,6 +193,9 @@ def test_pip_install_of_the_repository_works_outside_it(tmp_path):
     # the simulator is an extra; its absence is a clear error with the command that installs it
     sim_error = used["sim_error"]
     assert sim_error and "'sim' extra" in sim_error, sim_error
+    assert "pip install 'qwen-async-kit[sim]'" in sim_error and "pip install -e '.[sim]'" in sim_error
+    # so is the benchmark engine's: an ImportError naming its extra, not a bare "No module named numpy"
+    assert used["bench_error"] and "'bench' extra" in used["bench_error"], used["bench_error"]
     command = sim_error.split("Install it with:", 1)[1].strip()
     assert command.startswith("pip install ") and "uvicorn" in command, command
     # the repository's tooling did not come along

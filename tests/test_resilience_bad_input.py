@@ -17,7 +17,9 @@ from support import free_port, html_server
 
 from helpers.chat import make_chat_model
 from helpers.concurrency import amap
-from helpers.endpoint import Endpoint, EndpointError, check_endpoint
+from helpers.diagnosis import check_endpoint
+from helpers.endpoint import Endpoint
+from helpers.errors import EndpointError
 from helpers.outcomes import Outcome
 from helpers.retry import Backoff
 from helpers.sim import SimServer, serve

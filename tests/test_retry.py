@@ -26,7 +26,7 @@ from helpers.retry import (
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
 ROOT_REQUEST = httpx2.Request("POST", "http://gpu-pod:8000/chat/completions")  # base URL without /v1
 KEY_HINT = "set QWEN_API_KEY to the --api-key the server was started with"
-URL_HINT = "check QWEN_BASE_URL; helpers.endpoint.check_endpoint("
+URL_HINT = "check QWEN_BASE_URL; helpers.check_endpoint("
 
 
 def status_error(
@@ -357,7 +357,7 @@ def test_advice_for_tools_refused_gives_the_full_serve_command(message: str) -> 
 
 
 def test_advice_is_not_repeated_when_the_message_already_has_it() -> None:
-    from helpers.endpoint import SERVE_HINT, TOOLS_HINT
+    from helpers.errors import SERVE_HINT, TOOLS_HINT
 
     message = f"{TOOL_FLAG_REFUSALS[0]}. To fix: {TOOLS_HINT}"  # what helpers.chat raises
     assert describe(status_error(400, message=message)).count(SERVE_HINT) == 1

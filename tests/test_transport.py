@@ -17,7 +17,7 @@ import openai
 import pytest
 from langchain_openai._compat import httpx
 
-from helpers.endpoint import connect_failure
+from helpers.errors import connect_failure
 from helpers.retry import classify, describe
 from helpers.transport import AiohttpTransport, aiohttp_client
 

@@ -14,6 +14,11 @@ Example (in a notebook cell; in a script wrap it in ``asyncio.run``)::
     summarize(run)["request_throughput"]
 """
 
+from helpers.extras import require_extra
+
+require_extra("bench", ["numpy", "pandas", "orjson"], needed_for="the benchmark engine (helpers.bench)")
+
+
 from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import (
     arrival_offsets,

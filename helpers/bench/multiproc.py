@@ -56,50 +56,20 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
-from helpers.bench.load import _closed_loop, _open_loop, arrival_offsets
+from helpers.bench.load import arrival_offsets
 from helpers.bench.records import RequestRecord, RunResult, describe_settings
+from helpers.bench.shares import LoadProcessError, Share, ShareRun, TargetFactory, prepare_share, send_share
 from helpers.bench.targets import AsyncTarget
 
-TargetFactory = Callable[[], AsyncTarget]
 Engine = Literal["local", "ray"]
 ENGINES = ("local", "ray")
 START_MARGIN_S = 0.05  # the shared start is this far after the last child is ready
 STOP_TIMEOUT_S = 5.0
-
-
-class LoadProcessError(RuntimeError):
-    """A load process failed (not a request: the process itself); the message has its traceback."""
-
-    def __init__(self, process: int, message: str) -> None:
-        super().__init__(f"load process {process} failed: {message}")
-        self.process = process
-
-
-@dataclass
-class Share:
-    """What one child sends: its prompts (with their indices in the whole run) and its load."""
-
-    indices: list[int]
-    prompts: list[str]
-    warmup: int
-    concurrency: int | None = None  # closed loop: in flight; open loop: the cap (None: no cap)
-    offsets: list[float] | None = None  # open loop: arrival times from the shared start
-
-
-@dataclass
-class ShareRun:
-    """What one child sends back: records with times from the shared start."""
-
-    records: list[RequestRecord]
-    end_s: float
-    cpu_s: float
-    path: str
-    stream: bool
 
 
 def langchain_target(
@@ -396,41 +366,6 @@ async def _child_load(conn: Connection, factory: TargetFactory, share: Share) ->
     if message[0] != "go":
         raise RuntimeError(f"expected 'go' from the parent, got {message[0]!r}")
     return await send_share(target, share, message[1])
-
-
-async def prepare_share(factory: TargetFactory, share: Share) -> AsyncTarget:
-    """In a load process: build the target and send the share's uncounted warm-up requests."""
-    target = factory()
-    if share.warmup:
-        warm = [share.prompts[i % len(share.prompts)] for i in range(share.warmup)]
-        await _closed_loop(target, warm, share.concurrency or share.warmup, None)
-    return target
-
-
-async def send_share(target: AsyncTarget, share: Share, start: float) -> ShareRun:
-    """In a load process: send the share from ``start`` (this process's ``perf_counter``)."""
-    delay = start - time.perf_counter()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    cpu_start = time.process_time()
-    if share.offsets is None:
-        records = await _closed_loop(target, share.prompts, share.concurrency or 1, None)
-        for record in records:  # as load.py: every prompt arrived at the start
-            record.client_queue_s = max(record.start_s - start, 0.0)
-    else:
-        records = await _open_loop(target, share.prompts, share.offsets, start, share.concurrency, None)
-    end = time.perf_counter()
-    cpu_s = time.process_time() - cpu_start
-    close = getattr(target, "aclose", None)
-    if close is not None:
-        await close()
-    return ShareRun(
-        records=[record.shifted(start) for record in records],
-        end_s=end - start,
-        cpu_s=cpu_s,
-        path=getattr(target, "path", type(target).__name__),
-        stream=bool(getattr(target, "stream", False)),
-    )
 
 
 def _exit_with_parent(parent_pid: int) -> None:

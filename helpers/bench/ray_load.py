@@ -29,7 +29,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from helpers.bench.multiproc import (
+from helpers.extras import require_extra
+
+require_extra("scale", ["ray"], needed_for="engine='ray' (engine='local' needs nothing more)")
+
+from helpers.bench.shares import (
     LoadProcessError,
     Share,
     ShareRun,
@@ -92,9 +96,6 @@ def _gather(ray: Any, refs: list) -> list:
 
 
 def _ray() -> Any:
-    from helpers.extras import require_extra
-
-    require_extra("scale", ["ray"], needed_for="engine='ray' (engine='local' needs nothing more)")
     import ray
 
     return ray

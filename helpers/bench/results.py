@@ -24,9 +24,8 @@ import pandas as pd
 
 from helpers.bench.metrics import SLO, requests_frame, summary_frame
 from helpers.bench.records import RequestRecord, RunResult
+from helpers.results_dir import default_results_dir
 
-DEFAULT_RESULTS_FOLDER = "results"
-RESULTS_DIR_VARIABLE = "QWEN_RESULTS_DIR"
 PACKAGES = (
     "httpx",
     "aiohttp",
@@ -66,18 +65,6 @@ class BenchResult:
     def subtitle(self) -> str:
         """One line naming the server, profile and machine, for plot subtitles."""
         return describe_metadata(self.metadata)
-
-
-def default_results_dir() -> Path:
-    """Where results and plots go by default: ``$QWEN_RESULTS_DIR`` if set, else ``./results/``.
-
-    ``./results/`` is under the working directory (a notebook's folder in Jupyter), never the
-    installed package. Read on every call (not at import), so a test run or a notebook can redirect
-    its output by setting the variable at any time; ``make run`` points it at the committed
-    ``data/results/``.
-    """
-    override = os.environ.get(RESULTS_DIR_VARIABLE)
-    return Path(override).expanduser() if override else Path.cwd() / DEFAULT_RESULTS_FOLDER
 
 
 def save_result(result: BenchResult, name: str, results_dir: str | Path | None = None) -> dict[str, Path]:

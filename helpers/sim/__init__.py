@@ -7,6 +7,12 @@ Example:
     >>> predict(profile="l4", concurrency=32).itl_s   # what the engine will produce
 """
 
+from helpers.extras import require_extra
+
+require_extra(
+    "sim", ["starlette", "uvicorn", "orjson", "prometheus_client", "jsonschema"], needed_for="the simulator"
+)
+
 from helpers.sim.config import SimConfig
 from helpers.sim.predict import Prediction, predict
 from helpers.sim.process import SimServer, SimServerError, serve

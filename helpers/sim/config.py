@@ -14,29 +14,56 @@ REASONING_FIELDS = ("reasoning", "reasoning_content")
 
 @dataclass
 class SimConfig:
-    """Settings of one simulator process (see docs/simulator.md for each option)."""
+    """Settings of one simulator process. Each option is documented here, once, in the docstring under
+    its field: ``serve()``'s keywords, the CLI's flags and README's options table are made from these
+    (``helpers.sim.options``); a new field with its docstring is all a new option takes."""
 
     profile: str = "l4"
+    """Latency profile: `t4`, `l4`, `a100`, `h100`, `cpu` (vLLM's CPU build on 2 vCPUs, measured:
+    docs/vllm_cpu.md), `instant` (step-time models in docs/simulator.md)."""
     time_scale: float = 1.0
+    """Run the clock this many times faster than the profile (ratios unchanged)."""
     host: str = "127.0.0.1"
+    """Address to bind."""
     port: int = 8000
+    """Port to bind; 0 takes a free one (`serve()` defaults to 0, see `server.port`)."""
     reasoning_parser: str = "qwen3"
+    """As vLLM's `--reasoning-parser`: `qwen3`, `deepseek_r1`, or `none` (`<think>...</think>` stays in
+    `content`)."""
     reasoning_field: str = "reasoning"
+    """Field the reasoning goes in: `reasoning` (vLLM >= 0.16) or `reasoning_content` (older vLLM, SGLang,
+    DeepSeek)."""
     served_model_name: list[str] = field(default_factory=lambda: list(DEFAULT_MODEL_NAMES))
+    """Model names accepted; the first is returned in every response's `model`."""
     api_key: str | None = None
+    """Require `Authorization: Bearer KEY` on `/v1/*` (401 otherwise); the CLI defaults to `$VLLM_API_KEY`,
+    as vLLM."""
     max_num_seqs: int | None = None
+    """Most sequences running at once (default: the profile's, as vLLM's)."""
     max_num_batched_tokens: int | None = None
+    """Token budget per engine step (default: the profile's, as vLLM's)."""
     max_model_len: int = 40960
+    """Context length in tokens (Qwen3-0.6B's)."""
     think_tokens_mean: int = 256
+    """Mean length of the thinking part, in tokens; each prompt varies around it (log-normal)."""
     answer_tokens_mean: int = 128
+    """Mean length of the answer, in tokens; each prompt varies around it (log-normal)."""
     fail_rate: float = 0.0
+    """Injected fault: share of requests answered 500 or 503 (vLLM-shaped body)."""
     rate_limit_rate: float = 0.0
+    """Injected fault: share of requests answered 429 with `Retry-After: 1`."""
     disconnect_rate: float = 0.0
+    """Injected fault: share of responses whose connection is closed mid-way (no `[DONE]`)."""
     latency_spike_rate: float = 0.0
+    """Injected fault: share of requests delayed by `latency_spike_s`."""
     latency_spike_s: float = 2.0
+    """Length of a latency spike, in model seconds."""
     fault_seed: int = 0
+    """Seed of the fault draws (made per request, in arrival order)."""
     coalesce: int = 1
+    """Tokens per streamed chunk (vLLM sends one per token)."""
     max_body_bytes: int = 8 * 1024 * 1024
+    """Larger request bodies get 413."""
     enable_auto_tool_choice: bool = False
     """As vLLM's `--enable-auto-tool-choice`: lets the model decide to call tools (`tool_choice`
     "auto", also what an absent `tool_choice` means when `tools` are sent). Needs
@@ -106,7 +133,8 @@ class SimConfig:
                 continue
             flag = "--" + name.replace("_", "-")
             if isinstance(value, bool):
-                args += [flag] if value else []
+                default = self.__dataclass_fields__[name].default
+                args += [flag] if value else (["--no-" + flag[2:]] if default else [])
             elif name == "served_model_name":
                 args += [flag, *value]
             else:

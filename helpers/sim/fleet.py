@@ -106,7 +106,7 @@ class Fleet:
 
     def replica_metrics(self) -> list[dict[str, float]]:
         """Each replica's ``/metrics`` samples (summed over labels), in replica order."""
-        from helpers.bench.server_metrics import scrape_metrics
+        from helpers.server_metrics import scrape_metrics
 
         return [scrape_metrics(replica.root_url) for replica in self.replicas]
 

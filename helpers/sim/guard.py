@@ -1,10 +1,11 @@
 """`python -m helpers.sim.guard PARENT_PID [--pdeathsig] -- COMMAND ...`: run COMMAND while PARENT_PID lives.
 
-The simulator watches its parent itself (``helpers.sim.cli.watch_parent``); a program we do not write (the
-vLLM router, a Rust binary) cannot. The guard sits between: it starts the program with ``PR_SET_PDEATHSIG``
-(Linux: the kernel kills it when the guard exits) and exits as soon as its own parent is gone (stdin closed,
-parent pid changed), so the program never outlives the Python process that asked for it, even one killed
-with SIGKILL. SIGTERM and SIGINT are passed on; the guard exits with the program's exit code.
+The simulator watches its parent itself (``helpers.sim.lifeline.watch_parent``); a program we do not write
+(the vLLM router, a Rust binary) cannot. The guard sits between: it starts the program with
+``PR_SET_PDEATHSIG`` (Linux: the kernel kills it when the guard exits) and exits as soon as its own parent
+is gone (stdin closed, parent pid changed), so the program never outlives the Python process that asked
+for it, even one killed with SIGKILL. SIGTERM and SIGINT are passed on; the guard exits with the program's
+exit code.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 
-from helpers.sim.cli import watch_parent
+from helpers.sim.lifeline import watch_parent
 
 _PR_SET_PDEATHSIG = 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
+import inspect
 import os
 import select
 import signal
@@ -21,9 +22,12 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
-from helpers.sim.cli import READY_PREFIX
 from helpers.sim.config import SimConfig
+from helpers.sim.lifeline import READY_PREFIX
+from helpers.sim.options import SERVE_DEFAULTS, options_docstring, serve_signature
+from helpers.sim.options import options as sim_options
 from helpers.sim.profiles import Profile, get_profile
 
 _live_servers: weakref.WeakSet = weakref.WeakSet()
@@ -99,64 +103,21 @@ class SimServer:
 def serve(
     profile: str = "l4",
     *,
-    time_scale: float = 1.0,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    reasoning_parser: str | None = "qwen3",
-    reasoning_field: str = "reasoning",
-    served_model_name: str | list[str] | None = None,
-    api_key: str | None = None,
-    max_num_seqs: int | None = None,
-    max_num_batched_tokens: int | None = None,
-    max_model_len: int = 40960,
-    think_tokens_mean: int = 256,
-    answer_tokens_mean: int = 128,
-    fail_rate: float = 0.0,
-    rate_limit_rate: float = 0.0,
-    disconnect_rate: float = 0.0,
-    latency_spike_rate: float = 0.0,
-    latency_spike_s: float = 2.0,
-    fault_seed: int = 0,
-    coalesce: int = 1,
-    enable_auto_tool_choice: bool = False,
-    tool_call_parser: str | None = None,
-    tool_call_error_rate: float = 0.0,
     startup_timeout: float = 30.0,
     log_level: str = "warning",
     log_file: str | Path | None = None,
+    **options: Any,
 ) -> SimServer:
     """Start a simulator in a child process; return once `/health` answers.
 
-    The child never outlives this process. `port=0` takes a free port (see `server.port`).
-    Its log (banner, warnings such as engine lag) goes to this process's stderr, or is appended
-    to `log_file` when given. In a Jupyter kernel, where stderr shows up in whatever cell runs,
-    it defaults to `qwen-sim-<pid>.log` in the temp directory (`server.log_file`).
+    ``options`` are the simulator's options (``SimConfig``'s fields, listed below and in README.md),
+    e.g. ``serve(time_scale=10, enable_auto_tool_choice=True, tool_call_parser="hermes")``.
+    The child never outlives this process. `port=0` (the default) takes a free port (see
+    `server.port`). Its log (banner, warnings such as engine lag) goes to this process's stderr, or
+    is appended to `log_file` when given. In a Jupyter kernel, where stderr shows up in whatever cell
+    runs, it defaults to `qwen-sim-<pid>.log` in the temp directory (`server.log_file`).
     """
-    config = SimConfig(
-        profile=profile,
-        time_scale=time_scale,
-        host=host,
-        port=port,
-        reasoning_parser=reasoning_parser or "none",
-        reasoning_field=reasoning_field,
-        served_model_name=served_model_name or [],
-        api_key=api_key,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_model_len=max_model_len,
-        think_tokens_mean=think_tokens_mean,
-        answer_tokens_mean=answer_tokens_mean,
-        fail_rate=fail_rate,
-        rate_limit_rate=rate_limit_rate,
-        disconnect_rate=disconnect_rate,
-        latency_spike_rate=latency_spike_rate,
-        latency_spike_s=latency_spike_s,
-        fault_seed=fault_seed,
-        coalesce=coalesce,
-        enable_auto_tool_choice=enable_auto_tool_choice,
-        tool_call_parser=tool_call_parser,
-        tool_call_error_rate=tool_call_error_rate,
-    )
+    config = _config(profile, options)
     command = [sys.executable, "-m", "helpers.sim", *config.to_args(), "--log-level", log_level]
     command += ["--watch-parent", str(os.getpid())]
     if threading.current_thread() is threading.main_thread():
@@ -189,6 +150,26 @@ def serve(
         process.wait()
         raise
     return server
+
+
+def _config(profile: str, options: dict[str, Any]) -> SimConfig:
+    """``SimConfig`` from ``serve()``'s keywords (``None`` for a parser or names: the defaults' meaning)."""
+    unknown = sorted(set(options) - {option.name for option in sim_options()})
+    if unknown:
+        raise TypeError(
+            f"serve() got unknown option(s) {', '.join(unknown)}; the options are SimConfig's fields "
+            "(README.md's simulator options table)"
+        )
+    values = {**SERVE_DEFAULTS, **options, "profile": profile}
+    if values.get("reasoning_parser", "qwen3") is None:
+        values["reasoning_parser"] = "none"
+    if values.get("served_model_name", []) is None:
+        values["served_model_name"] = []
+    return SimConfig(**values)
+
+
+serve.__signature__ = serve_signature(inspect.signature(serve))  # type: ignore[attr-defined]
+serve.__doc__ = f"{serve.__doc__}\n    {options_docstring()}\n"
 
 
 def _in_jupyter_kernel() -> bool:

@@ -1,4 +1,5 @@
-"""The server's own view, from its Prometheus ``/metrics`` (vLLM and the simulator expose one).
+"""The server's own view, from its Prometheus ``/metrics`` (vLLM and the simulator expose one);
+shared by the benchmark and the simulated fleet (``helpers.sim.fleet``).
 
 Comparing it with what the client measured tells where time went: e.g. the server's mean TTFT
 against the client's, or the simulator's ``vllm_sim:engine_lag_*`` (steps that ended late because
@@ -17,6 +18,13 @@ from __future__ import annotations
 import math
 
 import httpx
+
+from helpers.extras import require_extra
+
+require_extra(
+    "bench", ["prometheus_client"], needed_for="reading a server's /metrics (helpers.server_metrics)"
+)
+
 from prometheus_client.parser import text_string_to_metric_families
 
 
