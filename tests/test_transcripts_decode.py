@@ -30,7 +30,7 @@ def decode_stream(events: list[dict]) -> tuple[str, str]:
 
 def test_reader_parses_every_transcript() -> None:
     names = sorted(path.stem for path in FIXTURES.glob("*.http"))
-    assert len(names) == 90  # every transcript of ../shared/reference/vllm-0.32
+    assert len(names) == 93  # every transcript of ../shared/reference/vllm-0.32 (prefix-cache-*: 3 exchanges)
     for name in names:
         transcript = load_transcript(name)
         # the two API-key errors were recorded without a request line

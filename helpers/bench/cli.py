@@ -115,6 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     slo.add_argument("--slo-ttft-ms", type=float)
     slo.add_argument("--slo-tpot-ms", type=float)
     slo.add_argument("--slo-e2el-ms", type=float)
+    shared = parser.add_argument_group(
+        "shared-prefix workloads (helpers.bench.prefix; with --sim: prefix caching on and off side by side)"
+    )
+    shared.add_argument(
+        "--workload",
+        choices=["prefix-repetition", "multi-turn"],
+        help="vllm bench serve's prefix repetition, or AIPerf-style multi-turn conversations "
+        "(--max-tokens: output length; --concurrency: conversations in flight)",
+    )
+    shared.add_argument("--num-prefixes", type=int, default=4, help="prefix-repetition: distinct prefixes")
+    shared.add_argument("--prefix-len", type=int, default=1024, help="prefix-repetition: prefix tokens")
+    shared.add_argument("--suffix-len", type=int, default=64, help="prefix-repetition: suffix tokens")
+    shared.add_argument("--num-conversations", type=int, default=16, help="multi-turn: conversations")
+    shared.add_argument("--turns", type=int, default=4, help="multi-turn: turns per conversation")
+    shared.add_argument("--system-len", type=int, default=512, help="multi-turn: shared system prompt tokens")
+    shared.add_argument("--user-len", type=int, default=64, help="multi-turn: tokens per question")
+    shared.add_argument(
+        "--num-gpu-blocks-override", type=int, help="with --sim: the simulator's KV cache size in blocks"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--name", default="bench", help="file stem of the saved results")
     out.add_argument("--results-dir", help="where to save (default: $QWEN_RESULTS_DIR, else data/results/)")
@@ -125,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workload:
+        from helpers.bench.prefix import cli_main
+
+        return cli_main(args)
     try:
         settings = _validated(args)
     except ValueError as error:

@@ -25,11 +25,12 @@ from helpers.sim.config import SimConfig
 from helpers.sim.engine import Engine, EngineRequest
 from helpers.sim.faults import Fate, FaultInjector
 from helpers.sim.guided import Constraint
+from helpers.sim.kv_cache import QWEN3_06B_KV_BYTES_PER_TOKEN, KVCache
 from helpers.sim.metrics import SimMetrics
 from helpers.sim.profiles import get_profile
 from helpers.sim.reasoning import SKIP, reasoning_tokens, stream_fields
 from helpers.sim.text import EOS, THINK_START, Reply, generate_reply
-from helpers.sim.tokens import count_prompt_tokens
+from helpers.sim.tokens import count_prompt_tokens, prompt_token_ids
 from helpers.sim.tool_reply import (
     ToolPlan,
     plan_shaped_reply,
@@ -68,12 +69,28 @@ class SimState:
         self.config = config
         self.profile = get_profile(config.profile)
         self.metrics = SimMetrics(config.model_name, config.public_dict())
+        num_blocks = config.num_gpu_blocks()
+        self.kv_cache = KVCache(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.metrics.set_cache_config(
+            block_size=config.block_size,
+            num_gpu_blocks=num_blocks,
+            override=config.num_gpu_blocks_override,
+            enable_prefix_caching=config.enable_prefix_caching,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            kv_cache_memory_bytes=(
+                num_blocks * config.block_size * QWEN3_06B_KV_BYTES_PER_TOKEN
+                if config.num_gpu_blocks_override is not None
+                else self.profile.kv_cache_bytes(config.gpu_memory_utilization)
+            ),
+            max_model_len=config.max_model_len,
+        )
         self.engine = Engine(
             self.profile,
             self.metrics,
             time_scale=config.time_scale,
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens,
+            kv_cache=self.kv_cache,
         )
         self.faults = FaultInjector(
             fail_rate=config.fail_rate,
@@ -258,7 +275,11 @@ async def _chat(state: SimState, request: Request) -> Response:
     # time so far is part of it rather than added on top of the model.
     arrival = request.scope["sim.arrival"]
     ready_at = arrival + (state.profile.frontend_s + fate.extra_delay_s) / config.time_scale
-    engine_request = EngineRequest(prompt_tokens, len(reply), chat.stream, arrival, ready_at)
+    tokens = None
+    if config.enable_prefix_caching:  # what the prefix cache hashes: the prompt, then the reply
+        tokens = prompt_token_ids(chat.messages, chat.enable_thinking, tools and tools.tools)
+        tokens += reply.tokens
+    engine_request = EngineRequest(prompt_tokens, len(reply), chat.stream, arrival, ready_at, tokens)
     if fate.extra_delay_s:
         state.metrics.faults.labels("latency_spike").inc()
     delay = ready_at - time.perf_counter()
@@ -349,13 +370,23 @@ class Completion:
         self.created = int(time.time())
 
     def usage(self, stream: bool) -> dict:
-        parser = self.state.config.reasoning_parser
+        config = self.state.config
         return usage(
             self.prompt_tokens,
             len(self.reply),
-            reasoning_tokens(self.reply, parser, stream),
+            reasoning_tokens(self.reply, config.reasoning_parser, stream),
             stream=stream,
+            prompt_details=self.prompt_details() if config.enable_prompt_tokens_details else None,
         )
+
+    def prompt_details(self) -> tuple[int, int]:
+        """(cached_tokens, created_cache_tokens): prompt tokens found in the prefix cache when the
+        request was first scheduled, and those of its full prompt blocks it computed and cached."""
+        if not self.state.config.enable_prefix_caching:
+            return 0, 0
+        cached = max(self.request.num_cached, 0)
+        block_size = self.state.config.block_size
+        return cached, max(self.prompt_tokens // block_size * block_size - cached, 0)
 
     def json_response(self) -> Response:
         config = self.state.config

@@ -75,6 +75,21 @@ class SimConfig:
     tool_call_error_rate: float = 0.0
     """Injected fault: share of replies with planned tool calls (auto/required) in which the model
     writes a malformed `<tool_call>` the parser gives up on, so the raw text lands in `content`."""
+    block_size: int = 16
+    """As vLLM's `--block-size`: tokens per KV cache block, the unit of prefix-cache hits (vLLM's
+    GPU builds use 16, its CPU build 128)."""
+    gpu_memory_utilization: float = 0.9
+    """As vLLM's `--gpu-memory-utilization`: share of the profile's GPU memory vLLM may use; the KV
+    cache gets what the weights and the profiled overhead leave (profiles.py shows each GPU's)."""
+    num_gpu_blocks_override: int | None = None
+    """As vLLM's `--num-gpu-blocks-override`: the KV cache's size in blocks, instead of the
+    profile's memory (a small one shows preemption; block 0 is reserved, as in vLLM)."""
+    enable_prefix_caching: bool = True
+    """As vLLM's `--enable-prefix-caching` (on by default; `--no-enable-prefix-caching`): full KV
+    blocks of earlier prompts are reused, so a shared prefix skips its prefill."""
+    enable_prompt_tokens_details: bool = False
+    """As vLLM's `--enable-prompt-tokens-details`: `usage.prompt_tokens_details` carries
+    `cached_tokens` (prompt tokens found in the prefix cache) and `created_cache_tokens`."""
 
     def __post_init__(self) -> None:
         get_profile(self.profile)
@@ -112,6 +127,24 @@ class SimConfig:
             raise ValueError("fail_rate + rate_limit_rate + disconnect_rate must not exceed 1")
         if self.max_model_len < 16:
             raise ValueError("max_model_len must be at least 16")
+        if self.block_size < 1:
+            raise ValueError("block_size must be at least 1 (vLLM's GPU default is 16)")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("gpu_memory_utilization must be in (0, 1] (vLLM's default is 0.9)")
+        if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override < 2:
+            raise ValueError("num_gpu_blocks_override must be at least 2 (block 0 is reserved)")
+        capacity = (self.num_gpu_blocks() - 1) * self.block_size
+        if self.max_model_len > capacity:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} is larger than the KV cache holds ({capacity} "
+                f"tokens): lower max_model_len or give the cache more blocks (as vLLM refuses to start)"
+            )
+
+    def num_gpu_blocks(self) -> int:
+        """KV cache blocks: `num_gpu_blocks_override`, else what the profile's memory holds."""
+        if self.num_gpu_blocks_override is not None:
+            return self.num_gpu_blocks_override
+        return get_profile(self.profile).num_gpu_blocks(self.block_size, self.gpu_memory_utilization)
 
     @property
     def model_name(self) -> str:

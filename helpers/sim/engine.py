@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from helpers.sim.kv_cache import KVCache
 from helpers.sim.metrics import SimMetrics
 from helpers.sim.profiles import Profile
 from helpers.sim.scheduler import Scheduler, Sequence
@@ -41,9 +42,15 @@ class EngineRequest(Sequence):
     )
 
     def __init__(
-        self, prompt_tokens: int, output_len: int, stream: bool, arrival: float, ready_at: float
+        self,
+        prompt_tokens: int,
+        output_len: int,
+        stream: bool,
+        arrival: float,
+        ready_at: float,
+        tokens: list | None = None,
     ) -> None:
-        super().__init__(prompt_tokens, output_len)
+        super().__init__(prompt_tokens, output_len, tokens)
         self.stream = stream
         self.waiter: asyncio.Future | None = None
         self.arrival = arrival  # perf_counter() when the HTTP request was received
@@ -71,13 +78,16 @@ class Engine:
         time_scale: float = 1.0,
         max_num_seqs: int | None = None,
         max_num_batched_tokens: int | None = None,
+        kv_cache: KVCache | None = None,
     ) -> None:
         self.profile = profile
         self.metrics = metrics
         self.time_scale = time_scale
+        self.kv_cache = kv_cache
         self.scheduler = Scheduler(
             max_num_seqs or profile.max_num_seqs,
             max_num_batched_tokens or profile.max_num_batched_tokens,
+            kv_cache,
         )
         self._work = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -115,6 +125,8 @@ class Engine:
             if not scheduler.has_work():
                 metrics.running.set(0)
                 metrics.waiting.set(0)
+                if self.kv_cache is not None:  # aborted requests freed theirs
+                    metrics.kv_usage.set(self.kv_cache.usage())
                 self._work.clear()
                 await self._work.wait()
                 if not scheduler.has_work():
@@ -127,6 +139,7 @@ class Engine:
             step = scheduler.schedule()
             metrics.running.set(len(scheduler.running))
             metrics.waiting.set(len(scheduler.waiting))
+            self._count_cache(step)
             duration = profile.step_time(step.size, step.prefill_tokens) / self.time_scale
             start = clock()
             deadline += duration
@@ -148,12 +161,23 @@ class Engine:
                 model_deadline = now
             self._finish_step(step, now)
 
+    def _count_cache(self, step) -> None:
+        metrics = self.metrics
+        if step.preempted:
+            metrics.preemptions.inc(len(step.preempted))
+        if step.prefix_queries:
+            metrics.prefix_queries.inc(step.prefix_queries)
+        if step.prefix_hits:
+            metrics.prefix_hits.inc(step.prefix_hits)
+            metrics.prompt_tokens_cached.inc(step.prefix_hits)
+            metrics.prompt_tokens_cached_device.inc(step.prefix_hits)
+
     def _finish_step(self, step, now: float) -> None:
         metrics = self.metrics
         metrics.steps.inc()
-        if step.prefill_tokens:
-            metrics.prompt_tokens.inc(step.prefill_tokens)
         emitted, finished = self.scheduler.complete(step)
+        if self.kv_cache is not None:  # as vLLM's scheduler stats: after the step's finished are freed
+            metrics.kv_usage.set(self.kv_cache.usage())
         if emitted:
             metrics.generation_tokens.inc(len(emitted))
         ttft, itl = metrics.ttft, metrics.itl
@@ -164,6 +188,8 @@ class Engine:
                 request.first_token_at = now
                 ttft.observe(now - request.arrival)
                 metrics.queue_time.observe(now - request.queued_at)
+                metrics.prompt_tokens.inc(request.prompt_tokens)
+                metrics.prefill_kv_computed.observe(request.prompt_tokens - max(request.num_cached, 0))
             else:
                 itl.observe(now - request.last_token_at)
             request.last_token_at = now
@@ -174,6 +200,7 @@ class Engine:
                 continue
             request.finished = True
             metrics.e2e.observe(now - request.arrival)
+            metrics.request_preemptions.observe(request.num_preemptions)
             _wake(request)
 
     def _record_lag(self, late: float, now: float) -> None:

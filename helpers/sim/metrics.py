@@ -86,6 +86,39 @@ E2E_BUCKETS = (
     7680.0,
 )
 FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")
+PREEMPTION_BUCKETS = (1, 2, 3, 4, 5, 10, 20)
+PREFILL_KV_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+CACHE_SOURCES = ("device", "host", "p2p", "disk", "external_unspecified")
+# vllm:cache_config_info's labels as vLLM 0.32 writes them; the simulator fills in its own values
+# for the KV cache's size and prefix caching, the rest are vLLM's defaults as recorded.
+CACHE_CONFIG_DEFAULTS = {
+    "_block_size_resolved": "True",
+    "cache_dtype": "auto",
+    "cache_hit_alignment_tokens": "None",
+    "enable_mamba_shared_prefix_checkpoint": "False",
+    "hash_block_size": "None",
+    "is_attention_free": "False",
+    "kv_cache_dtype_skip_layers": "[]",
+    "kv_cache_layout": "None",
+    "kv_offloading_backend": "native",
+    "kv_offloading_size": "None",
+    "kv_sharing_fast_prefill": "False",
+    "mamba_block_size": "None",
+    "mamba_cache_dtype": "auto",
+    "mamba_cache_mode": "none",
+    "mamba_page_size_padded": "None",
+    "mamba_ssm_cache_dtype": "float32",
+    "num_cpu_blocks": "None",
+    "prefix_cache_retention_interval": "0",
+    "prefix_caching_hash_algo": "sha256",
+    "prefix_match_unit": "None",
+    "replayssm_buffer_len": "16",
+    "skip_page_size_padded": "None",
+    "sliding_window": "None",
+    "swa_bounded_replay": "True",
+    "use_kda_recoverssm": "False",
+    "use_replayssm": "False",
+}
 
 
 class SimMetrics:
@@ -138,6 +171,48 @@ class SimMetrics:
             "Histogram of time spent in WAITING phase for request.",
             E2E_BUCKETS,
         )
+        self.kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+        self.prefix_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        )
+        self.prefix_hits = counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
+        )
+        counter(
+            "vllm:external_prefix_cache_queries",
+            "External prefix cache queries from KV connector cross-instance cache sharing, in terms of "
+            "number of queried tokens.",
+        )
+        counter(
+            "vllm:external_prefix_cache_hits",
+            "External prefix cache hits from KV connector cross-instance cache sharing, in terms of "
+            "number of cached tokens.",
+        )
+        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
+        self.prompt_tokens_cached = counter(
+            "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external)."
+        )
+        by_source = Counter(
+            "vllm:prompt_tokens_cached_by_source",
+            "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host "
+            "(offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or "
+            "external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + "
+            "vllm:external_prefix_cache_hits.",
+            ("engine", "model_name", "source"),
+            registry=registry,
+        )
+        sources = {source: by_source.labels("0", model_name, source) for source in CACHE_SOURCES}
+        self.prompt_tokens_cached_device = sources["device"]
+        self.request_preemptions = histogram(
+            "vllm:request_num_preemptions",
+            "Histogram of the number of times a request was preempted.",
+            PREEMPTION_BUCKETS,
+        )
+        self.prefill_kv_computed = histogram(
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            PREFILL_KV_BUCKETS,
+        )
         self.steps = counter("vllm_sim:engine_steps", "Engine steps run by the simulator.")
         self.lag_steps = counter(
             "vllm_sim:engine_lag_steps",
@@ -155,6 +230,41 @@ class SimMetrics:
         )
         info = Info("vllm_sim:config", "Simulator settings.", registry=registry)
         info.info({k: str(v) for k, v in config.items()})
+
+    def set_cache_config(
+        self,
+        *,
+        block_size: int,
+        num_gpu_blocks: int,
+        override: int | None,
+        enable_prefix_caching: bool,
+        gpu_memory_utilization: float,
+        kv_cache_memory_bytes: int,
+        max_model_len: int,
+    ) -> None:
+        """vllm:cache_config_info, with the label set vLLM 0.32 writes."""
+        size_tokens = num_gpu_blocks * block_size
+        labels = {
+            **CACHE_CONFIG_DEFAULTS,
+            "block_size": str(block_size),
+            "effective_attention_block_size": str(block_size),
+            "enable_prefix_caching": str(enable_prefix_caching),
+            "gpu_memory_utilization": str(gpu_memory_utilization),
+            "kv_cache_max_concurrency": str(round(size_tokens / max_model_len, 2)),
+            "kv_cache_memory_bytes": str(kv_cache_memory_bytes),
+            "kv_cache_size_tokens": str(size_tokens),
+            "num_gpu_blocks": str(num_gpu_blocks),
+            "num_gpu_blocks_override": str(override),
+            "user_specified_block_size": str(block_size != 16),
+        }
+        names = [*sorted(labels), "engine"]
+        gauge = Gauge(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            names,
+            registry=self.registry,
+        )
+        gauge.labels(**labels, engine="0").set(1.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

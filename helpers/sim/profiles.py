@@ -17,6 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from helpers.sim.kv_cache import QWEN3_06B_KV_BYTES_PER_TOKEN
+
+GIB = 1024**3
+# Qwen3-0.6B in bf16: 28 layers x (attention q/k/v/o 1024x2048 + 2 x 1024x1024 + 2048x1024 = 6.29M,
+# MLP 3 x 1024x3072 = 9.44M) = 440M, plus the 151,936 x 1,024 embedding (155.6M, tied to the LM
+# head): 596M parameters x 2 bytes = 1.11 GiB of weights.
+QWEN3_06B_WEIGHTS_GIB = 1.11
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -31,6 +39,13 @@ class Profile:
     max_num_batched_tokens: int
     estimate: bool
     source: str
+    gpu_memory_gib: float = 0.0
+    """The GPU's memory as CUDA reports it (a little under the nominal size); 0: not a GPU."""
+    overhead_gib: float = 1.0
+    """ESTIMATE: what vLLM's memory profiling sets aside besides the weights (activation peak of a
+    `max_num_batched_tokens` step, CUDA graphs, non-torch memory)."""
+    kv_cache_gib: float | None = None
+    """KV cache size given outright (vLLM's CPU build: `VLLM_CPU_KVCACHE_SPACE`); else derived."""
 
     def step_time(self, running: int, prefill_tokens: int) -> float:
         """Duration of one engine step with `running` sequences and `prefill_tokens` prompt tokens."""
@@ -40,6 +55,25 @@ class Profile:
             self.step_base_s + self.per_seq_s * running + self.prefill_per_token_s * prefill_tokens,
             9,
         )
+
+    def kv_cache_bytes(self, gpu_memory_utilization: float = 0.9) -> int:
+        """KV cache memory as vLLM sizes it: the GPU's memory x `gpu_memory_utilization`, less the
+        weights and the profiled overhead (or `kv_cache_gib` when given)."""
+        if self.kv_cache_gib is not None:
+            return int(self.kv_cache_gib * GIB)
+        if self.gpu_memory_gib <= 0:
+            raise ValueError(f"profile {self.name!r} gives neither gpu_memory_gib nor kv_cache_gib")
+        free = self.gpu_memory_gib * gpu_memory_utilization - QWEN3_06B_WEIGHTS_GIB - self.overhead_gib
+        if free <= 0:
+            raise ValueError(
+                f"gpu_memory_utilization {gpu_memory_utilization} leaves no memory for the KV cache on "
+                f"{self.name} ({self.gpu_memory_gib} GiB): raise it (vLLM's default is 0.9)"
+            )
+        return int(free * GIB)
+
+    def num_gpu_blocks(self, block_size: int = 16, gpu_memory_utilization: float = 0.9) -> int:
+        """KV blocks of `block_size` tokens of Qwen3-0.6B (114,688 bytes a token) that fit."""
+        return self.kv_cache_bytes(gpu_memory_utilization) // (block_size * QWEN3_06B_KV_BYTES_PER_TOKEN)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +126,10 @@ PROFILES: dict[str, Profile] = {
         max_num_batched_tokens=2048,
         estimate=True,
         source=_T4_SOURCE,
+        # KV: 14.75 GiB x 0.9 = 13.28 - 1.11 weights - 1.0 overhead = 11.17 GiB
+        # = 11.99e9 B / 114,688 B a token = 104,529 tokens, 6,533 blocks of 16.
+        gpu_memory_gib=14.75,
+        overhead_gib=1.0,
     ),
     "l4": Profile(
         name="l4",
@@ -103,6 +141,10 @@ PROFILES: dict[str, Profile] = {
         max_num_batched_tokens=2048,
         estimate=False,
         source=_L4_SOURCE,
+        # KV: 22.05 GiB x 0.9 = 19.85 - 1.11 weights - 1.0 overhead = 17.73 GiB
+        # = 19.04e9 B / 114,688 B a token = 166,040 tokens, 10,377 blocks of 16.
+        gpu_memory_gib=22.05,
+        overhead_gib=1.0,
     ),
     "a100": Profile(
         name="a100",
@@ -114,6 +156,10 @@ PROFILES: dict[str, Profile] = {
         max_num_batched_tokens=2048,
         estimate=False,
         source=_A100_SOURCE,
+        # A100 40 GB (batch defaults of a < 70 GiB GPU). KV: 39.39 GiB x 0.9 = 35.45 - 1.11 weights
+        # - 1.0 overhead = 33.34 GiB = 35.80e9 B / 114,688 B a token = 312,147 tokens, 19,509 blocks.
+        gpu_memory_gib=39.39,
+        overhead_gib=1.0,
     ),
     "h100": Profile(
         name="h100",
@@ -125,6 +171,10 @@ PROFILES: dict[str, Profile] = {
         max_num_batched_tokens=8192,
         estimate=False,
         source=_H100_SOURCE,
+        # H100 80 GB. KV: 79.11 GiB x 0.9 = 71.20 - 1.11 weights - 1.5 overhead (8192-token steps)
+        # = 68.59 GiB = 73.65e9 B / 114,688 B a token = 642,149 tokens, 40,134 blocks of 16.
+        gpu_memory_gib=79.11,
+        overhead_gib=1.5,
     ),
     "cpu": Profile(
         name="cpu",
@@ -147,6 +197,8 @@ PROFILES: dict[str, Profile] = {
         max_num_batched_tokens=2048,
         estimate=False,
         source="No latency at all: for unit tests where timing is not the point.",
+        gpu_memory_gib=22.05,  # L4's KV cache
+        overhead_gib=1.0,
     ),
 }
 

@@ -161,6 +161,51 @@ def count_prompt_tokens(
     return total
 
 
+def prompt_token_ids(
+    messages: list[dict], enable_thinking: bool = True, tools: Iterable[dict] | None = None
+) -> list[str]:
+    """The prompt's tokens, as the pieces `count_prompt_tokens` counts (its length), in template order.
+
+    A deterministic function of the text: prompts that share a prefix (a system prompt, earlier
+    turns of a conversation) share their first tokens, which is what the prefix cache hashes.
+    Special tokens are pieces of their own (`<|im_start|>`, ...).
+    """
+    ids: list[str] = []
+    has_system = bool(messages) and messages[0].get("role") == "system"
+    if tools and not has_system:
+        ids += ["<|im_start|>", "system", "\n", *_pieces(tools_block(tools)), "<|im_end|>", "\n"]
+    for position, message in enumerate(messages):
+        ids += ["<|im_start|>", str(message.get("role")), "\n"]
+        ids += _pieces(message_text(message.get("content")))
+        if position == 0 and tools and has_system:
+            ids += _pieces("\n\n" + tools_block(tools))
+        ids += _tool_turn_pieces(message)
+        ids += ["<|im_end|>", "\n"]
+    ids += ["<|im_start|>", "assistant", "\n"]
+    if not enable_thinking:
+        ids += ["<think>", "\n\n", "</think>", "\n\n"]
+    return ids
+
+
+@lru_cache(maxsize=4096)
+def _pieces(text: str) -> tuple[str, ...]:
+    return tuple(split_tokens(text))
+
+
+def _tool_turn_pieces(message: dict) -> list[str]:
+    if message.get("role") == "tool":
+        return list(_pieces("<tool_response>\n\n</tool_response>"))
+    pieces: list[str] = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        arguments = function.get("arguments")
+        text = f'\n{{"name": "{function.get("name")}", "arguments": {arguments}}}\n'
+        pieces += ["<tool_call>", *_pieces(text), "</tool_call>"]
+    return pieces
+
+
 def _tool_turn_tokens(message: dict) -> int:
     """Tokens the template adds for an assistant's `tool_calls` or a tool result."""
     if message.get("role") == "tool":

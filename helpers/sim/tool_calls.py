@@ -11,6 +11,11 @@ Decision rule for `tool_choice` "auto" (and None), deterministic:
 - Tools that already have a result in the current turn (messages after the last user message)
   are not called again; the other matching tools are called, in the order of `tools`. None
   left: no call, the model answers in text (`tool_result_answer`), so agent loops end.
+- A tool is called once per item when the question asks for several (Qwen3 writes one
+  `<tool_call>` each): a string argument whose value is one of a list in the prompt ("北京和上海",
+  "Paris, London and Tokyo"; joined by "and", so not "San Francisco, CA") gets one call per
+  item; numeric arguments that take the first of several equal groups of the prompt's numbers
+  ("2+3 和 4+5") get one call per group.
 - `parallel_tool_calls` False: only the first of them (vLLM drops calls after the first).
 Other `tool_choice` values: "none" -> no call; a named function -> exactly that call;
 "required" -> the calls "auto" would make, else the best-matching tool, else the first tool.
@@ -71,6 +76,7 @@ _STOPWORDS = frozenset((
 ))  # fmt: skip
 _WORD = re.compile(r"[A-Za-z]+")
 _MENTION = 10  # score of a tool the message names outright
+_AND = re.compile(r"[和与及、&]|\band\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,8 @@ def plan_tool_calls(
     if not chosen and tool_choice == "required":
         best_score, best = max(scores, key=lambda item: item[0])  # max keeps the first of equals
         chosen = [best if best_score > 0 else tools[0]]
-    if parallel_tool_calls is False:
-        chosen = chosen[:1]
-    return [_call(tool, prompt, rng) for tool in chosen]
+    calls = [call for tool in chosen for call in _calls_per_item(_call(tool, prompt, rng), prompt)]
+    return calls[:1] if parallel_tool_calls is False else calls
 
 
 def arguments_for(parameters: dict | None, prompt_text: str, rng: random.Random) -> dict:
@@ -201,6 +206,41 @@ def _function(tool: dict) -> dict:
 def _call(tool: dict, prompt: str, rng: random.Random) -> PlannedCall:
     function = _function(tool)
     return PlannedCall(function.get("name", ""), arguments_for(function.get("parameters"), prompt, rng))
+
+
+def _calls_per_item(call: PlannedCall, prompt: str) -> list[PlannedCall]:
+    """`call` repeated for each item the prompt lists (rule in the module docstring), else [call]."""
+    facts = PromptFacts(prompt)
+    arguments = call.arguments
+    items = facts.list_items
+    listed = [key for key, value in arguments.items() if isinstance(value, str) and value in items]
+    if len(items) > 1 and len(listed) == 1 and _joined_by_and(prompt, items):
+        return [PlannedCall(call.name, {**arguments, listed[0]: item}) for item in items]
+    numeric = [
+        key
+        for key, value in arguments.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    numbers, width = facts.numbers, len(numeric)
+    if (
+        width
+        and len(numbers) > width
+        and len(numbers) % width == 0
+        and [arguments[key] for key in numeric] == numbers[:width]
+    ):
+        return [
+            PlannedCall(
+                call.name, {**arguments, **dict(zip(numeric, numbers[start : start + width], strict=True))}
+            )
+            for start in range(0, len(numbers), width)
+        ]
+    return [call]
+
+
+def _joined_by_and(prompt: str, items: list[str]) -> bool:
+    """Items joined by "and" (和/与/及/、/and/&): several asked for, not "San Francisco, CA"."""
+    span = prompt[prompt.find(items[0]) : prompt.rfind(items[-1])]
+    return bool(_AND.search(span))
 
 
 def _last_user_text(messages: list[dict]) -> str:

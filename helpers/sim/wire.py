@@ -60,18 +60,33 @@ def models_body(names: list[str], max_model_len: int) -> bytes:
     )
 
 
-def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None, *, stream: bool) -> dict:
+def usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    reasoning_tokens: int | None,
+    *,
+    stream: bool,
+    prompt_details: tuple[int, int] | None = None,
+) -> dict:
+    """vLLM's usage; `prompt_details` (cached, created cache tokens) with --enable-prompt-tokens-details."""
     body: dict = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
     }
     details = None if reasoning_tokens is None else {"reasoning_tokens": reasoning_tokens}
+    prompt = None
+    if prompt_details is not None:
+        prompt = {"cached_tokens": prompt_details[0], "created_cache_tokens": prompt_details[1]}
+        if not stream:
+            prompt["multimodal_tokens"] = None
     if stream:
+        if prompt is not None:
+            body["prompt_tokens_details"] = prompt
         if details is not None:
             body["completion_tokens_details"] = details
     else:
-        body["prompt_tokens_details"] = None
+        body["prompt_tokens_details"] = prompt
         body["completion_tokens_details"] = details
     return body
 
