@@ -10,7 +10,7 @@ LAB_PORT ?= 8888
 MODEL ?= Qwen/Qwen3-0.6B
 PORT ?= 8000
 
-.PHONY: install lab test test-vllm serve-cpu lint format run bench zh clean
+.PHONY: install lab test test-fast test-vllm serve-cpu lint format run bench zh clean
 
 $(STAMP): requirements.txt pyproject.toml kit_tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: install lint  ## the whole suite: unit, integration, nbval over the notebooks
-	$(PY) -m pytest
+# TEST_WORKERS: pytest-xdist workers; more than cores pays, the suite mostly waits on servers (conftest.py)
+TEST_WORKERS ?= 4
+test: install lint  ## the whole suite: unit, integration, nbval over the notebooks (-n TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS)
+
+test-fast: install  ## unit behaviour of every module: no notebooks, no server processes (about a minute)
+	$(PY) -m pytest -n 2 -m "not server" tests
 
 # vLLM's CPU build lives in its own environment outside the clone ($$QWEN_VLLM_HOME, default
 # ~/.cache/qwen-kit), installed once; its torch never enters .venv. Details: docs/vllm_cpu.md.

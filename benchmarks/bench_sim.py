@@ -10,7 +10,11 @@ Three measurements, load from client processes separate from the server (raw htt
    64 ms frontend) against predict() and its own /metrics, target within 10% (this was a test;
    a loaded machine failed it, so the tests keep only loose bounds and the figure is here).
 
-Section 1 prints TTFT and ITL errors against predict(); the ITL within 10% is its target.
+Section 1 prints TTFT and ITL errors against predict(); the ITL within 10% is its target. This is
+the home of the live engine-vs-model accuracy check: tests/test_sim_timing.py asserted it once
+(within 10% below and 5x above predict(), at concurrency 1 and 32) and failed on a busy machine; the
+tests now keep only the lower bounds no slowdown can break (the engine never runs faster than its
+model; the handler's own work is absorbed, with a margin of seconds).
 
 Run: `python -m benchmarks.bench_sim` (a few minutes).
 """

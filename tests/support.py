@@ -242,6 +242,6 @@ def tool_simulator_client() -> Iterator[httpx.Client]:
 
     with (
         serve(profile="instant", max_model_len=2048, think_tokens_mean=24, **TOOL_FLAGS) as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
+        httpx.Client(base_url=server.root_url, timeout=120) as client,
     ):
         yield client

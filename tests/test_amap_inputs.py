@@ -166,6 +166,7 @@ STRUCTURED = {
 
 
 @pytest.mark.parametrize("shape", STRUCTURED)
+@pytest.mark.server
 def test_sim_sdk_retries_are_off_inside_chains(shape: str) -> None:
     """A plain ChatOpenAI retries 429s twice by itself; inside any chain amap turns that off."""
     with serve(profile="instant", rate_limit_rate=1.0, **TOOL_FLAGS, **SHORT) as server:
@@ -179,6 +180,7 @@ def test_sim_sdk_retries_are_off_inside_chains(shape: str) -> None:
     assert sent == 2  # one per amap attempt: the SDK's own retries are off
 
 
+@pytest.mark.server
 def test_sim_message_lists_and_prompt_values_through_the_kits_model() -> None:
     with serve(profile="instant", **SHORT) as server:
         model = make_chat_model(
@@ -193,6 +195,7 @@ def test_sim_message_lists_and_prompt_values_through_the_kits_model() -> None:
             assert [o.prompt for o in outcomes] == [as_record(CONVERSATION)] * 3
 
 
+@pytest.mark.server
 def test_sim_a_reply_cut_by_max_tokens_is_truncated_with_the_thinking_kept() -> None:
     with serve(profile="instant", think_tokens_mean=200, answer_tokens_mean=50) as server:
         model = make_chat_model(
@@ -214,6 +217,7 @@ def get_weather(city: str) -> str:
     return "sunny"
 
 
+@pytest.mark.server
 def test_sim_a_batch_of_extractions_is_one_call() -> None:
     records = ["张三, 28 岁, 会 Python。", "Li Lei is 30 and lives in Beijing.", "王芳今年 45 岁。"]
     with serve(profile="instant", **TOOL_FLAGS, **SHORT) as server:
@@ -239,6 +243,7 @@ def test_sim_a_batch_of_extractions_is_one_call() -> None:
     assert [o.error_type for o in cut] == ["Truncated"] * 3, cut
 
 
+@pytest.mark.server
 def test_sim_tool_calls_and_malformed_ones() -> None:
     prompts = [f"{city}今天天气怎么样?" for city in ("北京", "上海", "广州", "深圳", "杭州", "成都")]
     with serve(profile="instant", tool_call_error_rate=0.5, fault_seed=1, **TOOL_FLAGS, **SHORT) as server:

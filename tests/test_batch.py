@@ -112,6 +112,7 @@ def test_completion_body_keeps_reasoning_tool_calls_and_usage():
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
+@pytest.mark.server
 async def test_local_batch_writes_openai_batch_output_with_reasoning(tmp_path, endpoint):
     inputs = write_lines(
         tmp_path / "in.jsonl",
@@ -148,6 +149,7 @@ async def test_local_batch_writes_openai_batch_output_with_reasoning(tmp_path, e
     assert "1 truncated" in text and "bad input line 5" in text and "requests/s" in text
 
 
+@pytest.mark.server
 async def test_rerun_sends_only_what_was_not_answered(tmp_path, server, endpoint):
     lines = [batch_line(f"r{i}", f"question {i}", max_tokens=40, **NO_THINKING) for i in range(6)]
     inputs = write_lines(tmp_path / "in.jsonl", lines)
@@ -167,6 +169,7 @@ KILLED_JOB = [sys.executable, "-m", "helpers.batch", "--no-progress", "--concurr
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_a_killed_job_loses_no_finished_line_and_resumes(tmp_path):
     lines = [batch_line(f"k{i}", f"item {i}", max_tokens=30, **NO_THINKING) for i in range(40)]
     inputs = write_lines(tmp_path / "in.jsonl", lines)
@@ -191,22 +194,7 @@ def test_a_killed_job_loses_no_finished_line_and_resumes(tmp_path):
     assert f"{len(finished)} already answered" in resumed.stdout
 
 
-@pytest.mark.slow
-async def test_ray_engine_with_two_local_workers(tmp_path, endpoint):
-    ray = pytest.importorskip("ray")
-    lines = [batch_line(f"y{i}", f"ray item {i}", max_tokens=200, **NO_THINKING) for i in range(12)]
-    inputs = write_lines(tmp_path / "in.jsonl", lines)
-    output = tmp_path / "out.jsonl"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = await arun_batch(inputs, output, engine="ray", workers=2, endpoint=endpoint, progress=False)
-    finally:
-        ray.shutdown()
-    records = read_output(output)
-    assert set(records) == {f"y{i}" for i in range(12)} and summary.ok == 12 and summary.engine == "ray"
-    assert all(r["response"]["status_code"] == 200 for r in records.values())
-
-
+@pytest.mark.server
 def test_cli_reports_bad_arguments(tmp_path):
     missing = subprocess.run(
         [sys.executable, "-m", "helpers.batch", str(tmp_path / "none.jsonl"), str(tmp_path / "o.jsonl")],

@@ -41,6 +41,7 @@ def model(server, thinking=False, max_tokens=64):
     return make_chat_model(thinking, endpoint, max_tokens=max_tokens, max_retries=0)
 
 
+@pytest.mark.server
 async def test_lean_closed_loop_with_thinking_measures_the_answer_after_the_reasoning(sim):
     run = await run_closed_loop(lean(sim, max_tokens=512), PROMPTS, concurrency=4, warmup=2)
     assert run.completed == len(PROMPTS), [r.error for r in run.records]
@@ -52,6 +53,7 @@ async def test_lean_closed_loop_with_thinking_measures_the_answer_after_the_reas
     assert summarize(run)["max_concurrent_requests"] <= 4
 
 
+@pytest.mark.server
 async def test_lean_ignore_eos_gives_exactly_max_tokens(sim):
     client = lean(sim, max_tokens=40, extra_body={"ignore_eos": True, **NO_THINKING})
     run = await run_closed_loop(client, PROMPTS, concurrency=8)
@@ -62,6 +64,7 @@ async def test_lean_ignore_eos_gives_exactly_max_tokens(sim):
     assert summary["total_output_tokens"] == 40 * len(PROMPTS)
 
 
+@pytest.mark.server
 async def test_lean_open_loop_and_non_streamed(sim):
     streamed = await run_open_loop(lean(sim, max_tokens=16), PROMPTS, rate=200.0, seed=2)
     assert streamed.completed == len(PROMPTS) and streamed.settings["rate"] == 200.0
@@ -70,6 +73,7 @@ async def test_lean_open_loop_and_non_streamed(sim):
     assert all(r.ttft_s is None and r.output_tokens for r in plain.records)
 
 
+@pytest.mark.server
 def test_langchain_serial_and_threads(sim):
     serial = run_serial(LangChainTarget(model(sim)), PROMPTS[:3], warmup=1)
     assert serial.completed == 3 and summarize(serial)["max_concurrent_requests"] == 1
@@ -78,6 +82,7 @@ def test_langchain_serial_and_threads(sim):
     assert all(r.ttft_s is not None and r.output_tokens for r in threads.records)
 
 
+@pytest.mark.server
 async def test_langchain_async_stream_with_thinking_finds_the_answer(sim):
     target = LangChainTarget(model(sim, thinking=True, max_tokens=512), stream=True)
     run = await run_closed_loop(target, PROMPTS, concurrency=4)
@@ -85,6 +90,7 @@ async def test_langchain_async_stream_with_thinking_finds_the_answer(sim):
     assert all(r.ttft_s < r.ttfa_s and r.reasoning_tokens for r in run.records)
 
 
+@pytest.mark.server
 async def test_faults_are_counted_never_dropped(faulty_sim):
     run = await run_closed_loop(lean(faulty_sim, max_tokens=32), ["x"] * 20, concurrency=5)
     assert len(run.records) == 20 and run.failed > 0 and run.completed > 0
@@ -96,6 +102,7 @@ async def test_faults_are_counted_never_dropped(faulty_sim):
     assert len(langchain.records) == 10 and langchain.failed > 0
 
 
+@pytest.mark.server
 async def test_sweep_and_metadata_name_the_simulator(sim):
     runs = await sweep_concurrency(lean(sim, max_tokens=8), PROMPTS, [1, 2])
     assert [run.settings["concurrency"] for run in runs] == [1, 2]
@@ -110,6 +117,7 @@ def test_ideal_frame_is_the_simulators_prediction():
     assert frame.loc[1, "output_throughput"] > 10 * frame.loc[0, "output_throughput"]
 
 
+@pytest.mark.server
 async def test_server_metrics_give_the_servers_own_view(sim):
     from helpers.server_metrics import histogram_mean, metrics_delta, scrape_metrics
 

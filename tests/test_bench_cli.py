@@ -16,6 +16,7 @@ from helpers.bench.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.server
 def test_help_runs_as_a_module():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
@@ -26,6 +27,7 @@ def test_help_runs_as_a_module():
     assert "--concurrency" in done.stdout and "vllm bench serve" in done.stdout
 
 
+@pytest.mark.server
 def test_closed_sweep_on_the_simulator_saves_results_and_plots(tmp_path, capsys):
     code = main(
         ["--sim", "instant", "--concurrency", "1,2,4", "--num-prompts", "8", "--max-tokens", "16",
@@ -47,6 +49,7 @@ def test_closed_sweep_on_the_simulator_saves_results_and_plots(tmp_path, capsys)
         assert (tmp_path / f"cli-{plot}.png").stat().st_size > 10_000
 
 
+@pytest.mark.server
 def test_serial_langchain_run(tmp_path, capsys):
     code = main(
         ["--sim", "instant", "--path", "langchain", "--mode", "serial", "--no-stream",
@@ -56,6 +59,7 @@ def test_serial_langchain_run(tmp_path, capsys):
     assert "serial c=1" in capsys.readouterr().out
 
 
+@pytest.mark.server
 def test_results_go_to_qwen_results_dir_by_default(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QWEN_RESULTS_DIR", str(tmp_path))  # set after helpers.bench was imported
     code = main(["--sim", "instant", "--concurrency", "2", "--num-prompts", "2", "--max-tokens", "4",
@@ -73,6 +77,7 @@ def test_bad_arguments_say_what_to_do(capsys):
     assert "need streamed requests" in capsys.readouterr().err
 
 
+@pytest.mark.server
 def test_processes_sweep_each_run_from_two_load_processes(tmp_path, capsys):
     code = main(
         ["--sim", "instant", "--processes", "2", "--concurrency", "2,4", "--num-prompts", "8",
@@ -87,6 +92,7 @@ def test_processes_sweep_each_run_from_two_load_processes(tmp_path, capsys):
     assert summary["completed"].tolist() == [8, 8] and summary["total_output_tokens"].tolist() == [64, 64]
 
 
+@pytest.mark.server
 def test_processes_open_loop_on_the_langchain_path(tmp_path, capsys):
     code = main(
         ["--sim", "instant", "--path", "langchain", "--mode", "open", "--rate", "inf,50", "--processes", "2",
@@ -115,21 +121,3 @@ def test_bad_processes_arguments_say_what_to_do(capsys):
     assert "at least one prompt each" in capsys.readouterr().err
     assert main(["--mode", "open", "--processes", "2", "--concurrency", "1"]) == 2
     assert "at least one request in flight" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_engine_ray_sends_from_ray_actors(tmp_path, capsys):
-    ray = pytest.importorskip("ray")
-    try:
-        code = main(
-            ["--sim", "instant", "--engine", "ray", "--processes", "2", "--concurrency", "2", "--num-prompts",
-             "4", "--max-tokens", "8", "--ignore-eos", "--name", "ray", "--results-dir", str(tmp_path),
-             "--no-progress"]
-        )  # fmt: skip
-    finally:
-        ray.shutdown()  # main started a local Ray (num_cpus=2): the tests after it start their own
-    out = capsys.readouterr().out
-    assert code == 0, out
-    summary = pd.read_csv(tmp_path / "ray_summary.csv")
-    assert summary["engine"].tolist() == ["ray"] and summary["processes"].tolist() == [2]
-    assert summary["completed"].tolist() == [4] and summary["total_output_tokens"].tolist() == [32]

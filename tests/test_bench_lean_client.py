@@ -244,6 +244,7 @@ def test_bad_max_tokens_is_a_clear_error():
         LeanClient("http://x/v1", "m", max_tokens=0)
 
 
+@pytest.mark.server
 async def test_new_connections_do_not_each_load_the_ca_bundle(monkeypatch):
     """Loading certifi's CA bundle costs ~20 ms of CPU: once per client at most, not per connection."""
     import ssl
@@ -371,6 +372,7 @@ async def test_a_stream_cut_in_the_middle_is_a_failed_record_that_says_how(reset
     assert ("Connection reset by peer" in record.error) == reset
 
 
+@pytest.mark.server
 def test_connections_left_open_are_closed_when_asyncio_run_ends():
     """Without ``aclose``: each loop's session is closed at its shutdown, none left to the GC."""
 

@@ -99,9 +99,9 @@ async def test_open_loop_follows_the_arrival_schedule_and_its_cap():
     rate, count = 40.0, 12
     run = await run_open_loop(server.client(), ["p"] * count, rate=rate, seed=3, max_concurrency=3)
     assert server.peak == 3  # arrivals every ~25 ms, each takes 200 ms: the cap binds
-    # the schedule: 6 arrivals 250 ms apart on average; each send is never early and late by
+    # the schedule: 6 arrivals 500 ms apart on average; each send is never early and late by
     # less than half a mean gap (what a loaded event loop may add stays far below that)
-    slow_rate, sent = 4.0, 6
+    slow_rate, sent = 2.0, 6
     uncapped = await run_open_loop(SlowServer(0.01).client(), ["p"] * sent, rate=slow_rate, seed=3)
     offsets = arrival_offsets(sent, slow_rate, seed=3)
     starts = np.array([r.start_s for r in uncapped.records])
@@ -144,6 +144,7 @@ def firehose_model(firehose):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.server
 def test_serial_sends_one_after_another(firehose_model, stream):
     run = run_serial(LangChainTarget(firehose_model, stream=stream), ["a"] * 5, warmup=1)
     records = run.records
@@ -158,6 +159,7 @@ def test_serial_sends_one_after_another(firehose_model, stream):
         assert all(r.ttft_s is None and not r.streamed for r in records)
 
 
+@pytest.mark.server
 def test_threads_batch_records_every_prompt(firehose_model):
     run = run_threads(LangChainTarget(firehose_model), [f"p{i}" for i in range(8)], max_concurrency=4)
     assert [r.index for r in run.records] == list(range(8))
@@ -165,6 +167,7 @@ def test_threads_batch_records_every_prompt(firehose_model):
     assert run.label == "threads c=4"
 
 
+@pytest.mark.server
 async def test_langchain_async_stream_and_lean_client_agree_on_counts(firehose, firehose_model):
     langchain = await run_closed_loop(LangChainTarget(firehose_model, stream=True), ["p"] * 6, concurrency=3)
     lean = await run_closed_loop(LeanClient(firehose.base_url, "firehose"), ["p"] * 6, concurrency=3)
@@ -175,18 +178,22 @@ async def test_langchain_async_stream_and_lean_client_agree_on_counts(firehose, 
         }  # role chunk + 20 tokens
 
 
+@pytest.mark.server
 async def test_langchain_failure_is_a_record(firehose_model):
     broken = make_chat_model(endpoint=Endpoint("http://127.0.0.1:9/v1", "m"), max_retries=0, timeout=5)
     run = await run_closed_loop(LangChainTarget(broken), ["p", "q"], concurrency=2)
     assert run.failed == 2 and all("Connection" in r.error for r in run.records)
 
 
+@pytest.mark.server
 async def test_firehose_has_no_nagle_stall_on_kept_alive_connections(firehose):
     """Regression: with uvicorn's fd= option the accepted sockets kept Nagle on: 40 ms per reply."""
     client = LeanClient(firehose.base_url, "firehose")
     run = await run_closed_loop(client, ["p"] * 21, concurrency=1, warmup=1)
     assert run.completed == 21
-    assert sorted(r.ttft_s for r in run.records)[10] < 0.025
+    # the stall is a 40 ms timer on every reply; the fastest of 21 replies (a few ms) stays clear of
+    # it on a loaded machine
+    assert min(r.ttft_s for r in run.records) < 0.030
 
 
 async def test_closed_loop_records_the_time_each_prompt_waited_for_a_slot():

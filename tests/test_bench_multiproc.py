@@ -103,6 +103,7 @@ def logged(sim, log_dir: Path, **options) -> partial:
     return partial(LoggedClient, str(log_dir), sim.base_url, sim.model, **options)
 
 
+@pytest.mark.server
 def test_closed_loop_from_two_processes_is_one_run_on_one_clock(sim, tmp_path):
     prompts = [words(k + 1) for k in range(12)]
     run = run_closed_loop_processes(logged(sim, tmp_path), prompts, concurrency=4, processes=2, warmup=2)
@@ -133,8 +134,9 @@ def test_closed_loop_from_two_processes_is_one_run_on_one_clock(sim, tmp_path):
     assert run.label == "closed c=4, 2 processes"
 
 
+@pytest.mark.server
 def test_open_loop_from_two_processes_keeps_the_one_process_schedule(sim, tmp_path):
-    rate, count = 5.0, 8
+    rate, count = 2.5, 8
     prompts = [words(k + 1) for k in range(count)]
     run = run_open_loop_processes(logged(sim, tmp_path), prompts, rate=rate, seed=3, processes=2)
     records = run.records
@@ -151,6 +153,7 @@ def test_open_loop_from_two_processes_keeps_the_one_process_schedule(sim, tmp_pa
     assert (run.settings["rate"], run.settings["seed"], run.settings["generator"]) == (rate, 3, "open")
 
 
+@pytest.mark.server
 def test_open_loop_cap_is_split_over_the_processes(sim, tmp_path):
     prompts = [words(k + 1) for k in range(6)]
     run = run_open_loop_processes(
@@ -161,6 +164,7 @@ def test_open_loop_cap_is_split_over_the_processes(sim, tmp_path):
     assert run.settings["concurrency"] == 2 and run.settings["process_concurrency"] == "1,1"
 
 
+@pytest.mark.server
 def test_a_factory_that_raises_fails_the_run_with_its_traceback_and_stops_every_process():
     with pytest.raises(LoadProcessError, match="load process 0 failed") as failure:
         run_closed_loop_processes(broken_factory, ["p"] * 4, concurrency=2, processes=2)
@@ -169,6 +173,7 @@ def test_a_factory_that_raises_fails_the_run_with_its_traceback_and_stops_every_
     assert load_processes() == []
 
 
+@pytest.mark.server
 def test_a_load_process_killed_mid_run_fails_the_run_and_the_others_are_stopped(tmp_path):
     prompts = ["p0", "p1", "p2", "p3"]
     factory = partial(NeverAnswers, str(tmp_path))
@@ -219,50 +224,6 @@ def test_bad_arguments_are_clear_errors():
 def test_the_doctests_of_the_splits_run():
     results = doctest.testmod(multiproc)
     assert results.attempted >= 3 and results.failed == 0
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.mark.slow
-def test_ray_engine_runs_each_share_in_an_actor_on_one_clock(sim, local_ray):
-    factory = partial(LeanClient, sim.base_url, sim.model, max_tokens=16, extra_body=NO_THINKING)
-    prompts = [words(k + 1) for k in range(8)]
-    run = run_closed_loop_processes(factory, prompts, concurrency=4, processes=2, warmup=2, engine="ray")
-    records = run.records
-    assert [r.index for r in records] == list(range(8)) and run.completed == 8
-    tokens = [r.prompt_tokens for r in records]
-    assert tokens == sorted(set(tokens))
-    spans = [
-        (min(r.start_s for r in mine), max(r.end_s for r in mine)) for mine in (records[0::2], records[1::2])
-    ]
-    assert all(start >= 0 for start, _ in spans)
-    (start_a, end_a), (start_b, end_b) = spans
-    assert start_a < end_b and start_b < end_a, f"the actors ran one after the other: {spans}"
-    assert run.duration_s >= max(r.end_s for r in records)
-    assert (run.settings["engine"], run.settings["processes"]) == ("ray", 2)
-    rate = 5.0
-    run = run_open_loop_processes(factory, prompts, rate=rate, seed=3, processes=2, engine="ray")
-    offsets = arrival_offsets(len(prompts), rate, seed=3)
-    arrivals = np.array([r.start_s - r.client_queue_s for r in run.records])
-    assert run.completed == 8
-    assert np.all(arrivals >= offsets - 1e-3) and np.all(arrivals - offsets < 0.5 / rate)
-
-
-@pytest.mark.slow
-def test_ray_engine_failure_names_the_process_and_frees_the_actors(local_ray):
-    factory = partial(LeanClient, "http://127.0.0.1:9/v1", "m", max_tokens=0)  # raises in both actors
-    with pytest.raises(LoadProcessError, match=r"load process [01] failed(.|\n)*max_tokens must be >= 1"):
-        run_closed_loop_processes(factory, ["p"] * 2, concurrency=2, processes=2, engine="ray")
-    deadline = time.monotonic() + 60
-    while local_ray.available_resources().get("CPU", 0) < 2:  # the actors were killed: their CPUs free
-        assert time.monotonic() < deadline, local_ray.available_resources()
-        time.sleep(0.1)
 
 
 def test_an_unknown_engine_is_a_clear_error():

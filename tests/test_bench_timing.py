@@ -10,6 +10,8 @@ from helpers.chat import make_chat_model
 from helpers.endpoint import Endpoint
 from helpers.sim import serve
 
+pytestmark = pytest.mark.server
+
 # Duplicates on purpose: rows must follow input positions, not prompt texts.
 PROMPTS = ["你是谁?", "Name three classic books on programming.", "你是谁?", "Say hi.", "你是谁?", "Why?"]
 COLUMNS = ["label", "index", "prompt", "start_s", "end_s", "latency_s", "ok", "error", "output_tokens"]

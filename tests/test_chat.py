@@ -224,6 +224,7 @@ def has_tags(text: str) -> bool:
 
 
 @pytest.mark.parametrize("thinking", [True, None, False])
+@pytest.mark.server
 async def test_every_mode_splits_reasoning_from_answer(sim_endpoint: Endpoint, thinking: bool | None) -> None:
     model = make_chat_model(thinking, sim_endpoint)
     replies = [model.invoke("你是谁?"), await model.ainvoke("你是谁?")]
@@ -243,6 +244,7 @@ async def test_every_mode_splits_reasoning_from_answer(sim_endpoint: Endpoint, t
         assert reply.usage_metadata["output_tokens"] > 0
 
 
+@pytest.mark.server
 def test_every_mode_decodes_the_wire_exactly(sim_endpoint: Endpoint) -> None:
     model = make_chat_model(True, sim_endpoint)
     payload = model._get_request_payload([HumanMessage("Why is the sky blue?")])
@@ -259,6 +261,7 @@ def test_every_mode_decodes_the_wire_exactly(sim_endpoint: Endpoint) -> None:
         assert after.lstrip() == answer and after.strip()
 
 
+@pytest.mark.server
 async def test_cut_inside_thinking(sim_endpoint: Endpoint) -> None:
     model = make_chat_model(True, sim_endpoint, max_tokens=5)
     for reply in (await model.ainvoke("你是谁?"), model.invoke("你是谁?", stream=True)):
@@ -267,6 +270,7 @@ async def test_cut_inside_thinking(sim_endpoint: Endpoint) -> None:
         assert reply.response_metadata["finish_reason"] == "length"
 
 
+@pytest.mark.server
 def test_plain_chatopenai_drops_reasoning_on_the_simulator(sim_endpoint: Endpoint) -> None:
     same_sampling = {"temperature": 0.6, "top_p": 0.95, "max_tokens": 2048}
     plain = ChatOpenAI(model=DEFAULT_MODEL, base_url=sim_endpoint.base_url, api_key="EMPTY", **same_sampling)
@@ -286,6 +290,7 @@ def qwen3_sim() -> Iterator[Endpoint]:
         yield Endpoint(server.base_url, DEFAULT_MODEL)
 
 
+@pytest.mark.server
 def test_blog_extra_body_is_ignored_by_the_server(qwen3_sim: Endpoint) -> None:
     plain = make_chat_model(None, qwen3_sim).invoke("你是谁?")
     blog = make_chat_model(
@@ -301,6 +306,7 @@ def test_blog_extra_body_is_ignored_by_the_server(qwen3_sim: Endpoint) -> None:
     assert plain.additional_kwargs[REASONING_KEY] and not vllm_off.additional_kwargs[REASONING_KEY]
 
 
+@pytest.mark.server
 def test_three_asyncio_runs_with_one_model(qwen3_sim: Endpoint) -> None:
     model = make_chat_model(False, qwen3_sim, max_tokens=16)
     for _ in range(3):
@@ -311,6 +317,7 @@ def test_three_asyncio_runs_with_one_model(qwen3_sim: Endpoint) -> None:
         assert "".join(chunk.content for chunk in chunks)
 
 
+@pytest.mark.server
 def test_plain_chatopenai_fails_on_the_second_asyncio_run(qwen3_sim: Endpoint) -> None:
     # langchain-openai caches one AsyncClient per (base_url, timeout); a timeout no other test
     # uses gives this test a fresh one. Its pooled connection belongs to the first, closed loop.

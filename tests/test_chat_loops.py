@@ -39,6 +39,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.server
 def test_a_thousand_asyncio_runs_leave_no_connection_open(instant_sim: Endpoint) -> None:
     model = make_chat_model(False, instant_sim, max_tokens=1)
     assert asyncio.run(model.ainvoke("hi")).response_metadata["finish_reason"]  # warm-up
@@ -52,6 +53,7 @@ def test_a_thousand_asyncio_runs_leave_no_connection_open(instant_sim: Endpoint)
             assert open_fds() <= baseline_fds, f"after {run + 1} runs"
 
 
+@pytest.mark.server
 def test_the_loops_client_is_reused_within_the_loop_and_shared_by_models(instant_sim: Endpoint) -> None:
     first, second = make_chat_model(False, instant_sim, max_tokens=1), make_chat_model(True, instant_sim)
 
@@ -65,6 +67,7 @@ def test_the_loops_client_is_reused_within_the_loop_and_shared_by_models(instant
     assert one.is_closed  # closed when asyncio.run shut the loop down
 
 
+@pytest.mark.server
 def test_a_loop_that_keeps_running_keeps_its_client(instant_sim: Endpoint) -> None:
     model = make_chat_model(False, instant_sim, max_tokens=1)
     loop = asyncio.new_event_loop()
@@ -95,6 +98,7 @@ async def _last_chunk(chunks):
     return last
 
 
+@pytest.mark.server
 async def test_the_loops_pool_expires_idle_connections_before_vllms_keep_alive(instant_sim: Endpoint) -> None:
     """vLLM closes idle connections after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE); a pool keeping them
     as long reuses one just as the server closes it (issue 10.3)."""

@@ -1,5 +1,11 @@
 """helpers.concurrency.amap: first with a scripted LangChain chat model (exact control over every
-attempt), then against the simulator over real HTTP with injected faults."""
+attempt), then against the simulator over real HTTP with injected faults.
+
+The same properties through the kit's model, larger and with latency spikes, are in
+tests/test_resilience_*.py (fault matrix, server gone, kernel interrupt, checkpoint resume, soak);
+the simulator tests here keep what plain ChatOpenAI adds (its SDK retries turned off by amap, its
+error types) and what the scripted model cannot show (real sockets, pools, timeouts on HTTP).
+"""
 
 from __future__ import annotations
 
@@ -488,6 +494,7 @@ TRANSIENT_TYPES = {"OpenAIConnectionError", "OpenAIAPIError", "OpenAIRateLimitEr
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+@pytest.mark.server
 def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) -> None:
     with serve(
         profile="instant", fail_rate=0.1, rate_limit_rate=0.05, disconnect_rate=0.1, **SHORT
@@ -507,6 +514,7 @@ def test_sim_faults_nothing_lost_order_kept_every_attempt_counted(stream: bool) 
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+@pytest.mark.server
 def test_sim_with_retries_off_every_fault_is_a_per_item_error(stream: bool) -> None:
     with serve(
         profile="instant", fail_rate=0.15, rate_limit_rate=0.1, disconnect_rate=0.15, **SHORT
@@ -538,6 +546,7 @@ def _injected_faults(server: SimServer) -> int:
     )
 
 
+@pytest.mark.server
 def test_sim_client_errors_are_not_retried() -> None:
     with serve(profile="instant", max_model_len=512, **SHORT) as server:
         too_long = "word " * 2000
@@ -555,24 +564,27 @@ def test_sim_client_errors_are_not_retried() -> None:
     assert sent == 1  # the two refused requests were not retried (refusals are not counted)
 
 
-def test_sim_rate_limit_honours_retry_after() -> None:
-    with serve(profile="instant", rate_limit_rate=1.0, **SHORT) as server:
-        [outcome] = asyncio.run(
-            amap(plain_chat_openai(server), ["hello"], retries=1, backoff=SIM_FAST, progress=False)
-        )
+@pytest.mark.server
+def test_sim_rate_limit_honours_retry_after(shared_sim: Any) -> None:
+    server = shared_sim(profile="instant", rate_limit_rate=1.0, **SHORT)
+    [outcome] = asyncio.run(
+        amap(plain_chat_openai(server), ["hello"], retries=1, backoff=SIM_FAST, progress=False)
+    )
     assert outcome.error_type == "OpenAIRateLimitError" and outcome.attempts == 2
     assert outcome.latency_s >= 1.0  # the simulator sends Retry-After: 1
 
 
-def test_sim_sdk_retries_are_off_also_for_a_bound_model() -> None:
-    with serve(profile="instant", rate_limit_rate=1.0, **SHORT) as server:
-        bound = plain_chat_openai(server).bind(stop=["###"])  # ChatOpenAI's max_retries: 2
-        [outcome] = asyncio.run(amap(bound, ["hello"], retries=0, progress=False))
-        sent = requests_seen(server)
+@pytest.mark.server
+def test_sim_sdk_retries_are_off_also_for_a_bound_model(shared_sim: Any) -> None:
+    server = shared_sim(profile="instant", rate_limit_rate=1.0, **SHORT)
+    before = requests_seen(server)
+    bound = plain_chat_openai(server).bind(stop=["###"])  # ChatOpenAI's max_retries: 2
+    [outcome] = asyncio.run(amap(bound, ["hello"], retries=0, progress=False))
     assert outcome.error_type == "OpenAIRateLimitError" and outcome.attempts == 1
-    assert sent == 1
+    assert requests_seen(server) - before == 1
 
 
+@pytest.mark.server
 def test_sim_per_request_timeout() -> None:
     with serve(profile="l4", answer_tokens_mean=2000) as server:  # ~10 s per reply
         model = plain_chat_openai(server, max_tokens=2000, extra_body=NO_THINKING)
@@ -583,6 +595,7 @@ def test_sim_per_request_timeout() -> None:
     assert outcome.retried == ["RequestTimeout"]
 
 
+@pytest.mark.server
 def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> None:
     """Cancel mid-batch: prompt return, finished outcomes kept, nothing pending, no socket open."""
     path = tmp_path / "run.jsonl"
@@ -619,37 +632,41 @@ def test_sim_cancel_keeps_finished_leaves_no_task_or_socket(tmp_path: Path) -> N
     assert any(o.cancelled and o.attempts == 1 for o in outcomes)  # stopped while in flight
 
 
-def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path) -> None:
+@pytest.mark.server
+def test_sim_checkpoint_resume_sends_nothing_for_finished_prompts(tmp_path: Path, shared_sim: Any) -> None:
     path = tmp_path / "run.jsonl"
     prompts = [f"q{i}" for i in range(12)]
-    with serve(profile="instant", **SHORT) as server:
-        model = plain_chat_openai(server, max_tokens=256)
-        first = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
-        sent_first = requests_seen(server)
-        again = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
-        sent_again = requests_seen(server)
+    server = shared_sim(profile="instant", **SHORT)
+    model = plain_chat_openai(server, max_tokens=256)
+    before = requests_seen(server)
+    first = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
+    sent_first = requests_seen(server) - before
+    again = asyncio.run(amap(model, prompts, checkpoint=path, progress=False))
+    sent_again = requests_seen(server) - before
     assert sent_first == 12 and sent_again == 12
     assert all(o.from_checkpoint for o in again)
     assert [o.answer for o in again] == [o.answer for o in first]
 
 
-def test_sim_one_plain_chat_openai_across_three_asyncio_runs() -> None:
-    with serve(profile="instant", **SHORT) as server:
-        model = plain_chat_openai(server, max_tokens=256)
-        for _ in range(3):
-            outcomes = asyncio.run(amap(model, ["a", "b", "c"], progress=False))
-            assert all(o.ok for o in outcomes), summarize(outcomes)
+@pytest.mark.server
+def test_sim_one_plain_chat_openai_across_three_asyncio_runs(shared_sim: Any) -> None:
+    model = plain_chat_openai(shared_sim(profile="instant", **SHORT), max_tokens=256)
+    for _ in range(3):
+        outcomes = asyncio.run(amap(model, ["a", "b", "c"], progress=False))
+        assert all(o.ok for o in outcomes), summarize(outcomes)
 
 
-def test_sim_reasoning_from_the_kits_chat_model_and_map_prompts() -> None:
-    with serve(profile="instant", **SHORT) as server:
-        model = make_chat_model(thinking=True, endpoint=Endpoint(server.base_url), max_tokens=200)
-        for stream in (False, True):
-            outcomes = map_prompts(model, ["1+1=?", "你好"], stream=stream, progress=False)
-            assert all(o.ok and o.reasoning and o.answer for o in outcomes), outcomes
-            assert all(o.usage and o.usage["reasoning_tokens"] > 0 for o in outcomes)
+@pytest.mark.server
+def test_sim_reasoning_from_the_kits_chat_model_and_map_prompts(shared_sim: Any) -> None:
+    server = shared_sim(profile="instant", **SHORT)
+    model = make_chat_model(thinking=True, endpoint=Endpoint(server.base_url), max_tokens=200)
+    for stream in (False, True):
+        outcomes = map_prompts(model, ["1+1=?", "你好"], stream=stream, progress=False)
+        assert all(o.ok and o.reasoning and o.answer for o in outcomes), outcomes
+        assert all(o.usage and o.usage["reasoning_tokens"] > 0 for o in outcomes)
 
 
+@pytest.mark.server
 def test_sim_langchain_comparison_helpers() -> None:
     with serve(profile="instant", fail_rate=0.3, **SHORT) as server:
         model = plain_chat_openai(server, max_tokens=32, max_retries=0)
@@ -668,71 +685,6 @@ def test_sim_langchain_comparison_helpers() -> None:
         assert all(isinstance(r, AIMessage) for r in results if r not in errors)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-KERNEL_SETUP = """
-import asyncio, sys, psutil
-from langchain_openai import ChatOpenAI
-from helpers.concurrency import amap, map_prompts
-model = ChatOpenAI(base_url="{base_url}", api_key="EMPTY", model="Qwen-0.6B", max_tokens=100,
-                   extra_body={{"chat_template_kwargs": {{"enable_thinking": False}}}})
-baseline_tasks = len(asyncio.all_tasks())
-"""
-KERNEL_CHECK = """
-cancelled = sys.last_value
-print(type(cancelled).__name__, sum(not o.cancelled for o in cancelled.outcomes),
-      len(cancelled.outcomes), sum(o.cancelled and o.attempts == 1 for o in cancelled.outcomes),
-      len(asyncio.all_tasks()) - baseline_tasks,
-      sum(1 for c in psutil.Process().net_connections(kind="tcp")
-          if c.raddr and c.raddr.port == {port}))
-"""
-
-
-def test_sim_interrupting_a_notebook_cell_keeps_finished_outcomes(tmp_path: Path) -> None:
-    """The notebook's interrupt button on `await amap(...)` and on `map_prompts(...)`."""
-    from jupyter_client.manager import start_new_kernel
-
-    path = tmp_path / "run.jsonl"
-    printed: list[str] = []
-
-    def collect(message: dict) -> None:
-        if message["msg_type"] == "stream":
-            printed.append(message["content"]["text"])
-
-    with serve(profile="l4", answer_tokens_mean=100) as server:
-        manager, client = start_new_kernel(kernel_name="python3", cwd=str(REPO_ROOT))
-        try:
-            setup = KERNEL_SETUP.format(base_url=server.base_url)
-            assert client.execute_interactive(setup, timeout=60)["content"]["status"] == "ok"
-            for call in ("await amap", "map_prompts"):
-                cell = (
-                    f"outcomes = {call}(model, [f'q{{i}}' for i in range(24)], concurrency=4, "
-                    f"checkpoint={str(path)!r}, progress=False)"
-                )
-                path.unlink(missing_ok=True)
-                # stop_on_error=False: the kernel must not abort the check cell sent right after
-                message_id = client.execute(cell, stop_on_error=False)
-                while not path.exists() or len(path.read_text().splitlines()) < 4:
-                    time.sleep(0.01)
-                manager.interrupt_kernel()
-                reply = client.get_shell_msg(timeout=30)
-                while reply["parent_header"].get("msg_id") != message_id:
-                    reply = client.get_shell_msg(timeout=30)
-                assert reply["content"]["ename"] == "BatchCancelled", reply["content"]
-                printed.clear()
-                check = KERNEL_CHECK.format(port=server.port)
-                reply = client.execute_interactive(check, timeout=60, output_hook=collect)
-                assert reply["content"]["status"] == "ok", reply["content"]
-                name, finished, total, stopped, tasks_left, sockets_left = "".join(printed).split()
-                assert name == "BatchCancelled" and total == "24"
-                assert 4 <= int(finished) < 24
-                assert int(stopped) >= 1  # in-flight requests were stopped, not waited for
-                assert (tasks_left, sockets_left) == ("0", "0")
-        finally:
-            client.stop_channels()
-            manager.shutdown_kernel(now=True)
-
-
 def local_ports_to(server: SimServer) -> set[int]:
     """This process's local ports of its open connections to ``server`` (one per connection)."""
     return {
@@ -748,6 +700,7 @@ def tasks_of_batches() -> set[asyncio.Task]:
 
 
 @pytest.mark.parametrize("kind", ["kit", "plain"])
+@pytest.mark.server
 def test_sim_amap_calls_on_one_loop_reuse_connections_closed_when_the_loop_ends(kind: str) -> None:
     """A pool made anew for every batch opened all its connections again on every call (64
     connects per amap in bench_client part 1); amap keeps its pool on the loop between batches
@@ -775,9 +728,11 @@ def test_sim_amap_calls_on_one_loop_reuse_connections_closed_when_the_loop_ends(
         gc.collect()
         assert first and second == first  # the second batch went out on the first one's connections
         assert tasks_left == 0
-        assert local_ports_to(server) == set() and process.num_fds() == fds_before
+        # none left open by the batches (<=: other fds of this worker process may close meanwhile)
+        assert local_ports_to(server) == set() and process.num_fds() <= fds_before
 
 
+@pytest.mark.server
 def test_sim_a_batch_cancelled_after_one_that_finished_leaves_no_socket_in_its_loop(tmp_path: Path) -> None:
     """The kept pool is not kept by a cancelled batch: its connections are closed at once."""
     path = tmp_path / "run.jsonl"
@@ -803,6 +758,7 @@ def test_sim_a_batch_cancelled_after_one_that_finished_leaves_no_socket_in_its_l
     assert left == 0
 
 
+@pytest.mark.server
 def test_sim_cancelling_one_of_two_concurrent_batches_leaves_the_other_whole() -> None:
     """Batches running at once on one loop never share a pool: one cancelled (its pool closed)
     does not break the other's requests."""
@@ -833,17 +789,18 @@ def test_sim_cancelling_one_of_two_concurrent_batches_leaves_the_other_whole() -
     assert len(outcomes) == 12 and all(o.ok for o in outcomes), summarize(outcomes)
 
 
-def test_sim_amaps_pool_expires_idle_connections_before_vllms_keep_alive() -> None:
+@pytest.mark.server
+def test_sim_amaps_pool_expires_idle_connections_before_vllms_keep_alive(shared_sim: Any) -> None:
     """vLLM closes idle connections after 5 s; a pool keeping them as long reuses one just as the
     server closes it (ReadError, issue seen with the lean client at high concurrency)."""
     from comparisons import kept_pools as _kept_pools
 
-    with serve(profile="instant", **SHORT) as server:
-        model = make_chat_model(False, Endpoint(server.base_url), max_tokens=64)
+    server = shared_sim(profile="instant", **SHORT)
+    model = make_chat_model(False, Endpoint(server.base_url), max_tokens=64)
 
-        async def pools_after_a_batch() -> list[Any]:
-            await amap(model, ["q"], concurrency=8, progress=False)
-            return _kept_pools()
+    async def pools_after_a_batch() -> list[Any]:
+        await amap(model, ["q"], concurrency=8, progress=False)
+        return _kept_pools()
 
-        pools = asyncio.run(pools_after_a_batch())
+    pools = asyncio.run(pools_after_a_batch())
     assert pools and all(pool._transport.limits.keepalive_expiry < 5.0 for pool in pools)

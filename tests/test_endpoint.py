@@ -237,6 +237,7 @@ def test_describe_never_raises() -> None:
     assert "model Qwen/Qwen3-0.6B" in line
 
 
+@pytest.mark.server
 def test_embedded_simulator_is_started_once(capsys: pytest.CaptureFixture[str]) -> None:
     already_running = endpoint_module.embedded_simulator() is not None  # another test may have started it
     first = resolve_endpoint()
@@ -275,6 +276,7 @@ def keyed_sim() -> Iterator[str]:
         yield server.base_url
 
 
+@pytest.mark.server
 def test_simulator_with_a_key(keyed_sim: str) -> None:
     assert diagnose(keyed_sim, api_key=SECRET).ok
     assert diagnose(keyed_sim).failure.name == "auth"
@@ -304,6 +306,7 @@ print("LOG_FILE", endpoint_module.embedded_simulator().log_file)
 """
 
 
+@pytest.mark.server
 def test_embedded_simulator_logs_to_a_temp_file_not_the_kernels_stderr() -> None:
     """Jupyter shows a kernel's stderr in whatever cell runs: the simulator must not write there."""
     env = {k: v for k, v in os.environ.items() if k not in ("QWEN_BASE_URL", "OPENAI_BASE_URL")}

@@ -9,6 +9,7 @@ from email.message import Message
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.specifiers import SpecifierSet
 
 from helpers.envcheck import (
@@ -95,6 +96,7 @@ def test_python_minimum() -> None:
     assert not check_python("99.0").ok
 
 
+@pytest.mark.server
 def test_runs_as_a_script() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "helpers.envcheck"],

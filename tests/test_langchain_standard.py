@@ -16,6 +16,8 @@ from helpers.chat import ReasoningChatOpenAI, make_chat_model
 from helpers.endpoint import Endpoint
 from helpers.sim import serve
 
+pytestmark = pytest.mark.server
+
 _server: dict[str, str] = {}
 
 

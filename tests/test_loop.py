@@ -78,6 +78,7 @@ def test_run_from_the_background_loop_itself_is_refused_not_deadlocked() -> None
         run(nested())
 
 
+@pytest.mark.server
 def test_run_in_a_plain_script_including_exceptions() -> None:
     result = run_script(
         """
@@ -103,6 +104,7 @@ def test_run_in_a_plain_script_including_exceptions() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.server
 def test_keyboard_interrupt_cancels_the_coroutine_and_is_reraised() -> None:
     result = run_script(
         """
@@ -123,7 +125,7 @@ def test_keyboard_interrupt_cancels_the_coroutine_and_is_reraised() -> None:
         try:
             loop.run(slow())
         except KeyboardInterrupt:
-            print("interrupted", round(time.monotonic() - start, 1) < 2, cleaned)
+            print("interrupted", round(time.monotonic() - start, 1) < 10, cleaned)  # not the 30 s sleep
 
         async def pending():
             return len(asyncio.all_tasks()) - 1
@@ -135,6 +137,7 @@ def test_keyboard_interrupt_cancels_the_coroutine_and_is_reraised() -> None:
     assert result.stdout.split("\n")[:2] == ["interrupted True [True]", "pending 0"]
 
 
+@pytest.mark.server
 def test_keyboard_interrupt_surfaces_a_cancellation_that_carries_partial_results() -> None:
     result = run_script(
         """
@@ -165,6 +168,7 @@ def test_in_notebook_is_false_outside_jupyter() -> None:
     assert in_notebook() is False
 
 
+@pytest.mark.server
 def test_in_a_real_jupyter_kernel_run_works_and_in_notebook_is_true() -> None:
     from jupyter_client.manager import start_new_kernel
 
@@ -230,6 +234,7 @@ def test_unrelated_errors_get_no_advice() -> None:
     assert explain_running_loop_error(KeyError("x")) is None
 
 
+@pytest.mark.server
 def test_enable_nest_asyncio_lets_library_code_call_asyncio_run_inside_a_loop() -> None:
     result = run_script(
         """
@@ -253,6 +258,7 @@ def test_enable_nest_asyncio_lets_library_code_call_asyncio_run_inside_a_loop() 
     assert result.stdout.strip() == "inner"
 
 
+@pytest.mark.server
 def test_enable_nest_asyncio_refuses_uvloop() -> None:
     result = run_script(
         """

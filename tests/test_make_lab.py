@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.server
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.prefix)  # the venv running the tests has JupyterLab (requirements.txt)
 STARTUP_TIMEOUT_S = 240  # JupyterLab starts in seconds; a loaded 2-core machine may take far longer

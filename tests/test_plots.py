@@ -146,6 +146,7 @@ def test_sync_vs_async_labels_each_bar_with_its_speed_up(tmp_path):
     assert labels == ["0.50  (1.0x)", "5.00  (10.0x)", "8.10  (1.0x)", "54.10  (6.7x)"]
 
 
+@pytest.mark.server
 def test_importing_plots_does_not_import_the_benchmark_engine():
     code = "import sys, helpers.plots; print(sorted(m for m in sys.modules if m.startswith('helpers.bench')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -206,6 +207,7 @@ PLOT_CELL_SHAPES = {
 }
 
 
+@pytest.mark.server
 def test_each_plot_is_shown_once_whatever_the_cell_shape(tmp_path):
     """In a real kernel: one PNG per plot made, also when the call is not the cell's last line."""
     nbformat = pytest.importorskip("nbformat")

@@ -69,24 +69,28 @@ def test_wrong_port_outcome_says_nothing_listens_and_what_to_do() -> None:
     assert says(outcome.error, *URL_HINTS, "vllm serve"), outcome.error
 
 
+@pytest.mark.server
 def test_url_without_v1_outcome_says_add_v1(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.root_url, api_key=KEY))
     assert outcome.attempts == 1  # a 404 is not retried
     assert "/v1" in outcome.error, outcome.error
 
 
+@pytest.mark.server
 def test_https_to_the_http_simulator_outcome_says_use_http(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.base_url.replace("http://", "https://"), api_key=KEY))
     assert "SSL" in outcome.error or "ssl" in outcome.error
     assert says(outcome.error, "http://", *URL_HINTS), outcome.error
 
 
+@pytest.mark.server
 def test_missing_key_outcome_says_set_the_key(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.base_url))
     assert outcome.error_type == "OpenAIAuthenticationError" and outcome.attempts == 1
     assert "QWEN_API_KEY" in outcome.error, outcome.error
 
 
+@pytest.mark.server
 def test_wrong_key_outcome_says_set_the_key_and_never_shows_it(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.base_url, api_key="sk-wrong-key-0000"))
     assert outcome.error_type == "OpenAIAuthenticationError" and outcome.attempts == 1
@@ -94,6 +98,7 @@ def test_wrong_key_outcome_says_set_the_key_and_never_shows_it(keyed_sim: SimSer
     assert "QWEN_API_KEY" in outcome.error, outcome.error
 
 
+@pytest.mark.server
 def test_wrong_model_outcome_lists_the_served_models(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.base_url, model="Qwen3-0.6B", api_key=KEY))
     assert outcome.attempts == 1
@@ -112,6 +117,7 @@ def test_a_server_that_answers_html_is_named_not_openai_compatible(not_json_serv
 # --- the request is wrong: refused by the server with a 400 that says what to change ----------
 
 
+@pytest.mark.server
 def test_prompt_over_the_context_length(keyed_sim: SimServer) -> None:
     endpoint = Endpoint(keyed_sim.base_url, api_key=KEY)
     outcome = one_outcome(endpoint, "词" * 2000, max_tokens=16)
@@ -120,6 +126,7 @@ def test_prompt_over_the_context_length(keyed_sim: SimServer) -> None:
     assert "reduce the length of the input prompt" in outcome.error
 
 
+@pytest.mark.server
 def test_max_tokens_too_large(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.base_url, api_key=KEY), max_tokens=100_000)
     assert outcome.attempts == 1
@@ -127,6 +134,7 @@ def test_max_tokens_too_large(keyed_sim: SimServer) -> None:
     assert "request fewer output tokens" in outcome.error
 
 
+@pytest.mark.server
 def test_negative_temperature(keyed_sim: SimServer) -> None:
     outcome = one_outcome(Endpoint(keyed_sim.base_url, api_key=KEY), temperature=-0.5)
     assert outcome.attempts == 1

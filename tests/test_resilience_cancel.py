@@ -1,15 +1,23 @@
 """Interrupting a batch in a real Jupyter kernel (``km.interrupt_kernel()``, the stop button).
 
-``task.cancel()`` on amap is covered by ``tests/test_concurrency.py``. How fast control comes back
+``task.cancel()`` on amap is covered by ``tests/test_concurrency.py`` (which had its own copy of this
+kernel test with plain ChatOpenAI: folded into this one). How fast control comes back
 (the target is within a second) is a figure of ``python -m benchmarks.bench_resilience --only
-cancel``; here only a bound that a machine five times slower still meets.
+cancel``; here only a hang guard.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.resilience_scenarios import cancel_in_kernel
 
-RETURNS_WITHIN_S = 5.0  # the benchmark's 1 s target, with room for a loaded machine
+pytestmark = pytest.mark.server
+
+# A hang guard, not a speed check (the benchmark's target is 1 s): that the in-flight requests were
+# stopped rather than waited for is checked by the outcomes kept and the sockets closed. One run on
+# a machine at load 20-46 returned after 10.0 s.
+RETURNS_WITHIN_S = 30.0
 
 
 def test_kernel_interrupt_returns_and_leaves_nothing_behind() -> None:
@@ -21,3 +29,4 @@ def test_kernel_interrupt_returns_and_leaves_nothing_behind() -> None:
         assert result.in_flight_sockets >= 1 and result.open_sockets == 0, result.report()
         assert result.pending_tasks == 0, result.report()
         assert result.kept == result.finished >= 4, result.report()
+        assert result.kept < result.prompts, result.report()  # in-flight prompts stopped, not waited for

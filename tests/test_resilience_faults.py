@@ -8,7 +8,11 @@ injected fault that caused it, and a spike longer than the per-request timeout m
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.resilience_scenarios import REFUSALS, fault_matrix
+
+pytestmark = pytest.mark.server
 
 
 def test_with_retries_nothing_is_lost_and_almost_everything_succeeds() -> None:

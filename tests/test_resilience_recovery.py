@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.resilience_scenarios import checkpoint_resume, server_gone
+
+pytestmark = pytest.mark.server
 
 
 def test_server_killed_mid_batch_without_retries_in_flight_items_fail_clearly() -> None:

@@ -23,6 +23,8 @@ from helpers.endpoint import Endpoint
 from helpers.sim import SimConfig, SimServer, serve
 from helpers.sim.cli import build_parser
 
+pytestmark = pytest.mark.server
+
 KEY = "sk-resilience-secret-7f3a"
 WRONG = "sk-resilience-wrong-9c1d"
 SHORT = {"think_tokens_mean": 4, "answer_tokens_mean": 4}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.resilience_scenarios import soak
+
+pytestmark = pytest.mark.server
 
 
 def test_many_requests_leave_no_descriptor_warning_or_memory_behind() -> None:

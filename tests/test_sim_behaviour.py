@@ -9,6 +9,8 @@ import pytest
 from helpers.sim import serve
 from helpers.sim.tokens import count_prompt_tokens
 
+pytestmark = pytest.mark.server
+
 QUESTION = [{"role": "user", "content": "What does asyncio.gather return?"}]
 CHINESE = [{"role": "user", "content": "请用一句话解释什么是异步编程。"}]
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
@@ -186,11 +188,10 @@ def test_stop_string_ends_the_reply(servers):
     assert "simulator" not in choice["message"]["content"]
 
 
-def test_aliases_and_served_model_name():
-    with serve(profile="instant") as server:
-        for name in ("Qwen/Qwen3-0.6B", "Qwen-0.6B", None):
-            body = chat(server, model=name, max_tokens=2) if name else chat(server, max_tokens=2)
-            assert body["model"] == "Qwen/Qwen3-0.6B"
+def test_aliases_and_served_model_name(servers):
+    for name in ("Qwen/Qwen3-0.6B", "Qwen-0.6B", None):
+        chosen = {"model": name} if name else {}
+        assert chat(servers["qwen3"], max_tokens=2, **chosen)["model"] == "Qwen/Qwen3-0.6B"
     with serve(profile="instant", served_model_name=["qwen3", "my-alias"]) as server:
         ids = [m["id"] for m in httpx.get(server.base_url + "/models").json()["data"]]
         assert ids == ["qwen3", "my-alias"]

@@ -17,6 +17,8 @@ from helpers.chat import make_chat_model
 from helpers.endpoint import Endpoint
 from helpers.sim import serve
 
+pytestmark = pytest.mark.server
+
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 

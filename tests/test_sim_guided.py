@@ -323,6 +323,7 @@ def test_annotations_and_json_object_are_accepted() -> None:
     assert _json(schema, "") == {"x": "a"}
 
 
+@pytest.mark.server
 def test_output_does_not_depend_on_the_hash_seed() -> None:
     """The simulator answers from a child process: the same seed must give the same text there."""
     schema = {"type": "object", "properties": {"c": {"enum": ["x", "y"]}, "d": {"format": "date"}}}
@@ -345,3 +346,12 @@ def test_output_does_not_depend_on_the_hash_seed() -> None:
     }
     assert len(outputs) == 1
     assert outputs.pop().count("\n") == 2
+
+
+@pytest.mark.server
+def test_starting_the_simulator_does_not_import_jsonschema() -> None:
+    """Importing jsonschema (with rfc3987-syntax, which Jupyter installs) costs ~1.5 s of CPU: the
+    simulator loads it on the first guided request, not at every start."""
+    code = "import sys, helpers.sim.app, helpers.sim.cli; print('jsonschema' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -158,3 +158,12 @@ def test_prompts_sharing_a_system_prompt_share_their_first_tokens():
     a = prompt_token_ids([system, {"role": "user", "content": "北京天气?"}])
     b = prompt_token_ids([system, {"role": "user", "content": "what is 2+2?"}])
     assert a[:100] == b[:100] and a != b
+
+
+@pytest.mark.parametrize("name", sorted(__import__("helpers.sim.profiles", fromlist=["PROFILES"]).PROFILES))
+def test_every_profile_sizes_a_kv_cache(name):
+    from helpers.sim import predict
+    from helpers.sim.config import SimConfig
+
+    assert SimConfig(profile=name, max_model_len=4096).num_gpu_blocks() > 4096 // 16
+    assert predict(name, 2, 64, 8, rounds=1).kv_cache_tokens > 4096

@@ -17,6 +17,8 @@ import pytest
 
 from helpers.sim import SimServerError, serve
 
+pytestmark = pytest.mark.server
+
 
 def gone(pid: int, within: float = 5.0) -> bool:
     """True once `pid` has exited (a zombie counts as exited)."""

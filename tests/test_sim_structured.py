@@ -17,6 +17,8 @@ import orjson
 import pytest
 from support import load_transcript, shape, text_or_null, tool_simulator_client
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def client():

@@ -1,10 +1,11 @@
 """The latency model: scheduler rules, predict() against the calibration data, and the live
 engine against predict().
 
-The live engine's accuracy (within 10% of predict()) is a figure of ``python -m benchmarks.bench_sim``,
-not a test: a loaded machine would fail it. Here the live checks keep only bounds that still hold
-on a machine five times slower: the engine is never faster than its model, and the server's own
-work is not added to TTFT.
+How closely the live engine follows predict() (its accuracy, within 10%) is a figure of
+``python -m benchmarks.bench_sim``, not a test: a loaded machine would fail it. The live checks here
+assert only what no slowdown can break: the engine never runs faster than its model (its steps are
+waits), a stall is not caught up by a burst, and the server's own work is absorbed in the frontend
+time rather than added to TTFT (a margin of seconds).
 """
 
 from __future__ import annotations
@@ -105,17 +106,13 @@ def _mean_timings(root_url: str, payload: dict, concurrency: int, rounds: int):
     return statistics.mean(t.ttft for t in steady), statistics.mean(t.mean_itl for t in steady)
 
 
-SLOWDOWN_ALLOWED = 5.0  # a loaded 2-core machine: live figures may be this much slower
-
-
-def test_live_ttft_and_itl_follow_the_prediction_within_load_bounds():
-    """At 1 and 32 concurrent streams the engine is never faster than predict() (10% for the
-    clock's noise) and not slower than a 5x loaded machine explains.
-
-    time_scale 0.25 (4x slower than an L4) keeps the HTTP stack's own ~2 ms per request small
-    next to the modelled latencies, so what is measured is the engine, not the client.
-    """
-    time_scale, output_tokens = 0.25, 32
+@pytest.mark.server
+def test_live_ttft_and_itl_are_never_shorter_than_the_model_allows():
+    """The engine's steps are waits: alone or among 16 concurrent streams, a request's TTFT is never
+    below predict()'s for a lone request and its ITL never below one single-sequence decode step
+    (10% for the clock's noise). A slower machine only adds time; how close to the model the live
+    figures stay is ``python -m benchmarks.bench_sim``'s figure."""
+    output_tokens = 16
     messages = [{"role": "user", "content": "Summarise: " + " ".join(["batching"] * 240)}]
     prompt_tokens = count_prompt_tokens(messages, enable_thinking=False)
     payload = {
@@ -125,15 +122,13 @@ def test_live_ttft_and_itl_follow_the_prediction_within_load_bounds():
         "stream": True,
         "chat_template_kwargs": {"enable_thinking": False},
     }
-    with serve(profile="l4", time_scale=time_scale) as server:
-        for concurrency, rounds in ((1, 4), (32, 3)):
+    # every request sends the same prompt: prefix caching (on, as in vLLM) serves all of it
+    alone = predict("l4", 1, prompt_tokens, output_tokens, prefix_tokens=prompt_tokens)
+    with serve(profile="l4") as server:
+        for concurrency, rounds in ((1, 3), (16, 2)):
             ttft, itl = _mean_timings(server.root_url, payload, concurrency, rounds)
-            # every request sends the same prompt: prefix caching (on, as in vLLM) serves all of it
-            expected = predict(
-                "l4", concurrency, prompt_tokens, output_tokens, time_scale, prefix_tokens=prompt_tokens
-            )
-            assert 0.9 * expected.ttft_s <= ttft <= SLOWDOWN_ALLOWED * expected.ttft_s, concurrency
-            assert 0.9 * expected.itl_s <= itl <= SLOWDOWN_ALLOWED * expected.itl_s, concurrency
+            assert ttft >= 0.9 * alone.ttft_s, (concurrency, ttft, alone.ttft_s)
+            assert itl >= 0.9 * alone.itl_s, (concurrency, itl, alone.itl_s)
 
 
 def _metric(text: str, name: str) -> float:
@@ -142,6 +137,7 @@ def _metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.server
 async def test_waiting_requests_are_visible_in_metrics():
     # 400 tokens: the first two run for 2 s of model time, however slow the machine is
     payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "ignore_eos": True}
@@ -167,6 +163,7 @@ async def test_waiting_requests_are_visible_in_metrics():
     assert (2, 4) in seen, seen
 
 
+@pytest.mark.server
 async def test_engine_lag_is_counted_when_the_simulator_cannot_keep_up():
     # 500x faster than an L4: 16 streams need a step every ~11 us, far below what one Python
     # process turns around, so steps end late and /metrics must say so.
@@ -188,25 +185,31 @@ async def test_engine_lag_is_counted_when_the_simulator_cannot_keep_up():
     assert _metric(metrics, "vllm:generation_tokens_total") == 1600
 
 
+BUSY_S = 0.5  # the handler's own CPU time per request
+BUSY_TIME_SCALE = 0.025  # l4 slowed 40x: a 640 ms frontend time absorbs the 500 ms of work
+
+
 @pytest.fixture
 def slow_handler_server():
-    """A 10x slowed l4 simulator whose request handling burns 120 ms before planning (its
-    frontend time is 160 ms at this clock)."""
-    with slow_handler_simulator(busy_s=0.120, time_scale=0.1) as root_url:
+    """An l4 simulator on a 40x slower clock whose request handling burns 500 ms before planning."""
+    with slow_handler_simulator(busy_s=BUSY_S, time_scale=BUSY_TIME_SCALE) as root_url:
         yield root_url
 
 
+@pytest.mark.server
 def test_ttft_counts_from_arrival_so_the_servers_own_work_is_not_added(slow_handler_server):
     """The frontend time runs from when the request was received: the simulator's own HTTP and
-    CPU time is absorbed in it, not added on top (which would add 120 ms). /metrics measures
-    TTFT from arrival too, so it never exceeds what the client saw. Accuracy (within 10%) is
-    printed by ``python -m benchmarks.bench_sim``."""
-    messages = [{"role": "user", "content": "Summarise: " + " ".join(["batching"] * 240)}]
+    CPU time is absorbed in it, not added on top (which would add the 500 ms of busy time; the
+    bound leaves half of it, far more than a loaded machine adds to a request's handling). /metrics
+    measures TTFT from arrival too, so it never exceeds what the client saw. Accuracy (within 10%)
+    is printed by ``python -m benchmarks.bench_sim``."""
+    messages = [{"role": "user", "content": "hi"}]
     payload = {"messages": messages, "max_tokens": 2, "ignore_eos": True, "stream": True}
-    client_ttft, server_ttft = ttft_client_and_server(slow_handler_server, payload, rounds=5)
+    client_ttft, server_ttft = ttft_client_and_server(slow_handler_server, payload, rounds=2)
     prompt_tokens = count_prompt_tokens(messages)
-    expected = predict("l4", 1, prompt_tokens, 2, time_scale=0.1, prefix_tokens=prompt_tokens)
-    assert 0.9 * expected.ttft_s <= client_ttft < expected.ttft_s + 0.060  # half the busy time
+    expected = predict("l4", 1, prompt_tokens, 2, time_scale=BUSY_TIME_SCALE, prefix_tokens=prompt_tokens)
+    assert expected.ttft_s > BUSY_S  # the work fits in the frontend time
+    assert 0.9 * expected.ttft_s <= client_ttft < expected.ttft_s + BUSY_S / 2
     assert server_ttft <= client_ttft
 
 

@@ -33,7 +33,7 @@ def hermes():
 def noflags():
     with (
         serve(profile="instant", max_model_len=2048) as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
+        httpx.Client(base_url=server.root_url, timeout=120) as client,
     ):
         yield client
 
@@ -42,7 +42,7 @@ def noflags():
 def parser_only():
     with (
         serve(profile="instant", max_model_len=2048, tool_call_parser="hermes") as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
+        httpx.Client(base_url=server.root_url, timeout=120) as client,
     ):
         yield client
 
@@ -108,12 +108,14 @@ def arguments_of(events: list[dict]) -> dict[int, str]:
 @pytest.mark.parametrize(
     "case", ["tools-auto-error", "tools-default-choice", "tools-named", "tools-required"]
 )
+@pytest.mark.server
 def test_without_tool_flags_the_errors_are_vllms_byte_for_byte(noflags, case):
     response, transcript = post(noflags, f"noflags-qwen3-{case}")
     assert response.status_code == transcript.status == 400
     assert response.content == transcript.body
 
 
+@pytest.mark.server
 def test_without_tool_flags_tool_choice_none_answers_in_text(noflags):
     response, transcript = post(noflags, "noflags-qwen3-tools-none")
     assert response.status_code == 200
@@ -123,6 +125,7 @@ def test_without_tool_flags_tool_choice_none_answers_in_text(noflags):
     assert ours["choices"][0]["finish_reason"] == "length"
 
 
+@pytest.mark.server
 def test_with_only_the_parser_auto_is_refused_but_required_and_named_work(parser_only):
     response, transcript = post(parser_only, "noflags-qwen3-tools-auto-error")
     assert response.status_code == 400 and response.content == transcript.body
@@ -145,6 +148,7 @@ def test_auto_tool_choice_without_a_parser_is_refused_at_startup_as_vllm_does():
 
 
 @pytest.mark.parametrize("case", ["tools-bad-schema", "tools-unknown-named"])
+@pytest.mark.server
 def test_bad_tool_input_gets_vllms_error_byte_for_byte(hermes, case):
     response, transcript = post(hermes, f"hermes-qwen3-{case}")
     assert response.status_code == transcript.status == 400
@@ -161,6 +165,7 @@ def test_bad_tool_input_gets_vllms_error_byte_for_byte(hermes, case):
         ({"tool_choice": {"type": "function", "function": {}}}, "Expected field `name` in `function`"),
     ],
 )
+@pytest.mark.server
 def test_malformed_tool_choice_gets_vllms_validation_error(hermes, changes, message):
     response, _ = post(hermes, "hermes-qwen3-tools-auto", **changes)
     assert response.status_code == 400
@@ -169,6 +174,7 @@ def test_malformed_tool_choice_gets_vllms_validation_error(hermes, changes, mess
     assert error["type"] == "BadRequestError" and error["code"] == 400
 
 
+@pytest.mark.server
 def test_a_named_tool_with_an_invalid_parameters_schema_gets_a_grammar_error(hermes):
     bad = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "nonsense"}}}
     response, _ = post(hermes, "hermes-qwen3-tools-named", tools=[bad])
@@ -176,6 +182,7 @@ def test_a_named_tool_with_an_invalid_parameters_schema_gets_a_grammar_error(her
     assert response.content == load_transcript("hermes-qwen3-structured-bad-schema").body
 
 
+@pytest.mark.server
 def test_a_tool_without_a_name_gets_a_pydantic_style_error(hermes):
     response, _ = post(
         hermes, "hermes-qwen3-tools-auto", tools=[{"type": "function", "function": {"description": "x"}}]
@@ -197,6 +204,7 @@ FORCED = [
 
 
 @pytest.mark.parametrize("case", FORCED)
+@pytest.mark.server
 def test_forced_tool_call_text_is_parsed_as_vllm_parses_it(hermes, case):
     response, transcript = post(hermes, f"hermes-qwen3-{case}", max_tokens=2000)
     assert response.status_code == 200
@@ -212,6 +220,7 @@ def test_forced_tool_call_text_is_parsed_as_vllm_parses_it(hermes, case):
     assert (mine["message"]["reasoning"] is None) == (recorded["message"]["reasoning"] is None)
 
 
+@pytest.mark.server
 def test_a_malformed_call_stays_raw_text_in_content(hermes):
     response, transcript = post(hermes, "hermes-qwen3-tools-auto-malformed")
     ours, theirs = response.json(), transcript.json()
@@ -220,6 +229,7 @@ def test_a_malformed_call_stays_raw_text_in_content(hermes):
     assert ours["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.server
 def test_the_model_calls_the_matching_tool_on_its_own(hermes):
     response, transcript = post(hermes, "hermes-qwen3-tools-auto-wellformed", **unforced())
     ours, theirs = response.json(), transcript.json()
@@ -233,6 +243,7 @@ def test_the_model_calls_the_matching_tool_on_its_own(hermes):
     assert ours["usage"]["completion_tokens"] >= 20
 
 
+@pytest.mark.server
 def test_named_tool_choice_returns_the_guided_arguments_with_finish_stop(hermes):
     response, transcript = post(hermes, "hermes-qwen3-tools-named")
     ours, theirs = response.json(), transcript.json()
@@ -244,6 +255,7 @@ def test_named_tool_choice_returns_the_guided_arguments_with_finish_stop(hermes)
     assert "city" in orjson.loads(call["function"]["arguments"])
 
 
+@pytest.mark.server
 def test_named_tool_choice_with_thinking_keeps_the_reasoning_first(hermes):
     response, transcript = post(hermes, "hermes-qwen3-tools-named-thinking", **unforced(max_tokens=2000))
     ours, theirs = response.json(), transcript.json()
@@ -254,6 +266,7 @@ def test_named_tool_choice_with_thinking_keeps_the_reasoning_first(hermes):
     assert ours["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
 
 
+@pytest.mark.server
 def test_required_makes_the_model_call_a_tool(hermes):
     response, _ = post(hermes, "hermes-qwen3-tools-required", max_tokens=400)
     ours = response.json()
@@ -264,6 +277,7 @@ def test_required_makes_the_model_call_a_tool(hermes):
 BOTH_TOOLS = [{"role": "user", "content": "北京今天天气怎么样? 再把 2 和 3 相加。"}]
 
 
+@pytest.mark.server
 def test_parallel_tool_calls_false_keeps_one_call(hermes):
     def calls(**changes) -> list[dict]:
         response, _ = post(
@@ -275,6 +289,7 @@ def test_parallel_tool_calls_false_keeps_one_call(hermes):
     assert len(calls(parallel_tool_calls=False)) == 1
 
 
+@pytest.mark.server
 def test_a_call_cut_by_max_tokens_is_raw_text_with_finish_length(hermes):
     response, _ = post(hermes, "hermes-qwen3-tools-auto-wellformed", **unforced(max_tokens=10))
     choice = response.json()["choices"][0]
@@ -283,6 +298,7 @@ def test_a_call_cut_by_max_tokens_is_raw_text_with_finish_length(hermes):
     assert choice["message"]["content"].startswith("<tool_call>")
 
 
+@pytest.mark.server
 def test_after_a_tool_result_the_model_answers_in_text(hermes):
     response, transcript = post(hermes, "hermes-qwen3-tools-result-turn", max_tokens=400)
     ours, theirs = response.json(), transcript.json()
@@ -291,12 +307,14 @@ def test_after_a_tool_result_the_model_answers_in_text(hermes):
     assert "21" in ours["choices"][0]["message"]["content"]
 
 
+@pytest.mark.server
 def test_tool_choice_none_answers_in_text(hermes):
     response, transcript = post(hermes, "hermes-qwen3-tools-none")
     ours, theirs = response.json(), transcript.json()
     assert text_or_null(shape(ours)) == text_or_null(shape(theirs))
 
 
+@pytest.mark.server
 def test_prompt_tokens_grow_with_the_tools_block(hermes):
     def prompt_tokens(**changes) -> int:
         response, _ = post(hermes, "hermes-qwen3-tools-none", **changes)
@@ -322,6 +340,7 @@ STREAMED = [
 
 
 @pytest.mark.parametrize("case", STREAMED)
+@pytest.mark.server
 def test_streamed_calls_follow_the_recorded_delta_sequence(hermes, case):
     transcript = load_transcript(f"hermes-qwen3-{case}")
     ours = stream_events(hermes, {**transcript.request, "max_tokens": 2000})
@@ -345,6 +364,7 @@ def test_streamed_calls_follow_the_recorded_delta_sequence(hermes, case):
     assert all(TOOL_ID.match(n["id"]) for n in names) and len({n["id"] for n in names}) == len(names)
 
 
+@pytest.mark.server
 def test_a_streamed_call_sends_one_arguments_chunk_per_token(hermes):
     payload = {**load_transcript("hermes-qwen3-tools-auto-wellformed-stream").request, "max_tokens": 2000}
     events = stream_events(hermes, payload)
@@ -356,6 +376,7 @@ def test_a_streamed_call_sends_one_arguments_chunk_per_token(hermes):
     assert events[kinds.index("finish")]["choices"][0]["delta"] == {}
 
 
+@pytest.mark.server
 def test_a_named_tool_streams_its_name_then_the_arguments(hermes):
     transcript = load_transcript("hermes-qwen3-tools-named-stream")
     ours = stream_events(hermes, transcript.request)
@@ -366,6 +387,7 @@ def test_a_named_tool_streams_its_name_then_the_arguments(hermes):
     assert "city" in orjson.loads(arguments_of(ours)[0])
 
 
+@pytest.mark.server
 def test_required_streamed_with_usage(hermes):
     transcript = load_transcript("hermes-qwen3-tools-required-stream")
     ours = stream_events(hermes, {**transcript.request, "max_tokens": 400})
@@ -375,6 +397,7 @@ def test_required_streamed_with_usage(hermes):
     assert "system_fingerprint" not in ours[-2]
 
 
+@pytest.mark.server
 def test_the_model_calls_on_its_own_when_streamed_too(hermes):
     payload = {**load_transcript("hermes-qwen3-tools-auto-parallel-stream").request, **unforced()}
     payload = {k: v for k, v in payload.items() if v is not None}
@@ -389,12 +412,13 @@ def test_the_model_calls_on_its_own_when_streamed_too(hermes):
 # --- the tool-call fault -------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_tool_call_error_rate_makes_the_model_write_a_call_the_parser_gives_up_on():
     request = {**load_transcript("hermes-qwen3-tools-auto-wellformed").request, **unforced()}
     request = {k: v for k, v in request.items() if v is not None}
     with (
         serve(profile="instant", tool_call_error_rate=1.0, **TOOL_FLAGS) as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
+        httpx.Client(base_url=server.root_url, timeout=120) as client,
     ):
         body = client.post("/v1/chat/completions", json=request).json()
         text_only = client.post("/v1/chat/completions", json={**request, "tool_choice": "none"}).json()
@@ -408,6 +432,7 @@ def test_tool_call_error_rate_makes_the_model_write_a_call_the_parser_gives_up_o
     assert re.search(r'vllm_sim:injected_faults_total\{[^}]*kind="tool_call_error"[^}]*\} 1\.0', metrics)
 
 
+@pytest.mark.server
 def test_the_tool_call_fault_is_seeded():
     request = {**load_transcript("hermes-qwen3-tools-auto-wellformed").request, **unforced()}
     request = {k: v for k, v in request.items() if v is not None}
@@ -415,7 +440,7 @@ def test_the_tool_call_fault_is_seeded():
     def outcomes(seed: int) -> list[bool]:
         with (
             serve(profile="instant", tool_call_error_rate=0.5, fault_seed=seed, **TOOL_FLAGS) as server,
-            httpx.Client(base_url=server.root_url, timeout=30) as client,
+            httpx.Client(base_url=server.root_url, timeout=120) as client,
         ):
             replies = [client.post("/v1/chat/completions", json=request).json() for _ in range(12)]
         return ["tool_calls" in r["choices"][0]["message"] for r in replies]
@@ -425,12 +450,13 @@ def test_the_tool_call_fault_is_seeded():
     assert any(first) and not all(first)
 
 
+@pytest.mark.server
 def test_a_malformed_call_streamed_still_sends_what_the_parser_got():
     request = {**load_transcript("hermes-qwen3-tools-auto-wellformed-stream").request, **unforced()}
     request = {k: v for k, v in request.items() if v is not None}
     with (
         serve(profile="instant", tool_call_error_rate=1.0, **TOOL_FLAGS) as server,
-        httpx.Client(base_url=server.root_url, timeout=30) as client,
+        httpx.Client(base_url=server.root_url, timeout=120) as client,
     ):
         events = stream_events(client, request)
         body = client.post("/v1/chat/completions", json={**request, "stream": False}).json()

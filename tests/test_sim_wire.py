@@ -16,6 +16,8 @@ from support import load_transcript, shape, text_or_null
 
 from helpers.sim import serve
 
+pytestmark = pytest.mark.server
+
 CONFIGS = {
     "qwen3-parser": {"reasoning_parser": "qwen3"},
     "deepseek-r1-parser": {"reasoning_parser": "deepseek_r1"},

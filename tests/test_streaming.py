@@ -46,6 +46,7 @@ def kinds_in_order(events: list[StreamEvent]) -> list[str]:
 
 
 @pytest.mark.parametrize("thinking", [True, False])
+@pytest.mark.server
 async def test_events_reasoning_then_answer(sim: Endpoint, thinking: bool) -> None:
     model = make_chat_model(thinking, sim)
     events = [event async for event in astream_parts(model, PROMPT)]
@@ -59,6 +60,7 @@ async def test_events_reasoning_then_answer(sim: Endpoint, thinking: bool) -> No
     )
 
 
+@pytest.mark.server
 async def test_plain_chatopenai_inline_think_is_split_too(sim: Endpoint) -> None:
     plain = ChatOpenAI(model=DEFAULT_MODEL, base_url=sim.base_url, api_key="EMPTY")
     events = [event async for event in astream_parts(plain, PROMPT)]
@@ -70,6 +72,7 @@ async def test_plain_chatopenai_inline_think_is_split_too(sim: Endpoint) -> None
         assert kinds_in_order(events) == ["answer"]
 
 
+@pytest.mark.server
 async def test_timings(sim: Endpoint) -> None:
     result = await stream_with_timings(make_chat_model(True, sim), PROMPT)
     timings = result.timings
@@ -96,6 +99,7 @@ def test_timings_arithmetic_and_text() -> None:
     assert str(empty).startswith("TTFT n/a, first answer token n/a, n/a tokens/s")
 
 
+@pytest.mark.server
 async def test_concurrent_streams_keep_their_own_state(sim: Endpoint) -> None:
     model = make_chat_model(True, sim)
     prompts = [PROMPT, "Why is the sky blue?", "写一首诗", "What is 2+2?"]
@@ -106,6 +110,7 @@ async def test_concurrent_streams_keep_their_own_state(sim: Endpoint) -> None:
     assert len({result.answer for result in together}) == len(prompts)
 
 
+@pytest.mark.server
 async def test_show_stream_in_a_terminal(sim: Endpoint) -> None:
     out = io.StringIO()
     result = await show_stream(make_chat_model(True, sim), PROMPT, notebook=False, out=out)
@@ -114,6 +119,7 @@ async def test_show_stream_in_a_terminal(sim: Endpoint) -> None:
     assert "\x1b[" not in text  # not a TTY: no escape codes
 
 
+@pytest.mark.server
 async def test_show_stream_in_a_notebook_updates_one_display(
     sim: Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,12 +158,14 @@ def long_thinker() -> Iterator[Endpoint]:
         yield Endpoint(server.base_url, DEFAULT_MODEL)
 
 
+@pytest.mark.server
 async def test_a_complete_stream_says_how_it_finished(sim: Endpoint) -> None:
     result = await stream_with_timings(make_chat_model(True, sim), PROMPT)
     assert result.finish_reason == "stop" and not result.truncated
     assert "cut" not in str(result.timings)
 
 
+@pytest.mark.server
 async def test_a_stream_cut_by_max_tokens_says_so(long_thinker: Endpoint) -> None:
     model = make_chat_model(True, long_thinker, max_tokens=20)
     result = await stream_with_timings(model, PROMPT)
@@ -166,6 +174,7 @@ async def test_a_stream_cut_by_max_tokens_says_so(long_thinker: Endpoint) -> Non
     assert str(result.timings).endswith("(20 tokens), cut by max_tokens")
 
 
+@pytest.mark.server
 async def test_show_stream_tells_the_user_the_reply_was_cut(long_thinker: Endpoint) -> None:
     out = io.StringIO()
     model = make_chat_model(True, long_thinker, max_tokens=20)

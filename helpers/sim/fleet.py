@@ -157,7 +157,8 @@ def serve_fleet(
     ``router=None`` starts the replicas only. ``policy`` is the router's load-balancing policy (one of
     ``POLICIES``). The router's log goes to ``router_log_file`` (default: ``qwen-router-<pid>.log`` in the
     temp dir); a startup failure quotes its end. Everything stops together (``fleet.stop()`` or ``with``)
-    and never outlives this process.
+    and never outlives this process. Without a ``time_scale``, the replicas run on the clock that
+    ``QWEN_SIM_TIME_SCALE`` sets (default 1, real pace), as the embedded simulator does.
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ValueError(f"replicas must be an int >= 1, got {replicas!r}")
@@ -167,6 +168,7 @@ def serve_fleet(
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     if "port" in sim_options:
         raise ValueError("port is the router's; each replica takes a free port of its own")
+    sim_options.setdefault("time_scale", float(os.environ.get("QWEN_SIM_TIME_SCALE", "").strip() or 1.0))
     with ThreadPoolExecutor(max_workers=min(replicas, 8)) as pool:
         futures = [pool.submit(serve, host=host, port=0, **sim_options) for _ in range(replicas)]
     started: list[SimServer] = []
