@@ -9,10 +9,12 @@ Jupyter, written as it comes in a terminal.
 
 Timings (``StreamTimings``), all from the moment the request is sent:
 
-* ``ttft_s`` — time to first token (reasoning or answer), what ``vllm bench serve`` calls TTFT;
+* ``ttft_s`` — time to the first streamed chunk, what ``vllm bench serve`` calls TTFT (every chunk
+  with a delta counts, empty ones too: a byte-level model's tokens often carry no whole character
+  yet, and vLLM still sends one chunk per token);
 * ``first_answer_s`` — time to the first answer token: what a user waits with thinking on;
-* ``tokens_per_s`` — generated tokens (``usage.completion_tokens``; streamed chunks if the server
-  sent no usage) per second after the first one: the decode speed;
+* ``tokens_per_s`` — generated tokens (``usage.completion_tokens``; the chunks after vLLM's role
+  chunk if the server sent no usage) per second after the first one: the decode speed;
 * ``total_s`` — until the stream ended.
 
 A reply cut by ``max_tokens`` (``finish_reason`` "length") is not complete: ``StreamResult``
@@ -68,9 +70,15 @@ class StreamTimings:
     reasoning_tokens: int | None = None
     finish_reason: str | None = None
 
-    def record(self, event: StreamEvent) -> None:
-        elapsed = time.perf_counter() - self.started
+    def record_chunk(self) -> None:
+        """A streamed chunk with a delta arrived, its text empty or not."""
         self.chunks += 1
+        if self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.started
+
+    def record(self, event: StreamEvent) -> None:
+        """A piece of text was decoded: the first answer text sets ``first_answer_s``."""
+        elapsed = time.perf_counter() - self.started
         if self.ttft_s is None:
             self.ttft_s = elapsed
         if event.kind == "answer" and self.first_answer_s is None:
@@ -86,8 +94,8 @@ class StreamTimings:
 
     @property
     def tokens(self) -> int:
-        """Generated tokens: from usage when the server sent it, else the non-empty chunks."""
-        return self.completion_tokens if self.completion_tokens is not None else self.chunks
+        """Generated tokens: from usage when the server sent it, else the chunks after the role chunk."""
+        return self.completion_tokens if self.completion_tokens is not None else max(self.chunks - 1, 0)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -147,6 +155,8 @@ async def astream_parts(
     async for chunk in model.astream(prompt_or_messages, **kwargs):
         if getattr(chunk, "usage_metadata", None):
             usage = dict(chunk.usage_metadata)
+        if timings is not None and _carries_a_token(chunk):
+            timings.record_chunk()
         finish_reason = (getattr(chunk, "response_metadata", None) or {}).get(
             "finish_reason"
         ) or finish_reason
@@ -163,6 +173,13 @@ async def astream_parts(
         yield event
     if timings is not None:
         timings.finish(usage, finish_reason)
+
+
+def _carries_a_token(chunk: Any) -> bool:
+    """A chunk of the stream proper: not the usage-only event, not LangChain's empty closing chunk."""
+    empty = not chunk.content and not chunk.additional_kwargs.get(REASONING_KEY)
+    closing = getattr(chunk, "usage_metadata", None) or getattr(chunk, "chunk_position", None) == "last"
+    return not (empty and closing)
 
 
 def _events(reasoning: str, answer: str) -> list[StreamEvent]:

@@ -7,6 +7,9 @@ import io
 from collections.abc import Iterator
 
 import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 
 from helpers.chat import make_chat_model
@@ -78,11 +81,11 @@ async def test_timings(sim: Endpoint) -> None:
     timings = result.timings
     assert 0 < timings.ttft_s < timings.first_answer_s <= timings.total_s
     usage_tokens = timings.completion_tokens
-    assert usage_tokens is not None and usage_tokens >= timings.chunks > 0
+    assert usage_tokens is not None and usage_tokens + 1 >= timings.chunks > 0  # + vLLM's role chunk
     assert timings.tokens_per_s > 0
     assert result.reasoning and result.answer
     off = (await stream_with_timings(make_chat_model(False, sim), PROMPT)).timings
-    assert off.ttft_s == off.first_answer_s
+    assert off.ttft_s <= off.first_answer_s  # the role chunk comes first, the answer's text with the next
     assert off.reasoning_tokens in (0, None)
 
 
@@ -190,3 +193,44 @@ def test_the_notebook_view_shows_the_cut_note() -> None:
     view.reasoning, view.answer = "thinking", "Paris is"
     view.cut()
     assert "cut by max_tokens" in view.html() and "the answer above is incomplete" in view.html()
+
+
+class ScriptedStream(BaseChatModel):
+    """Streams ``deltas`` as vLLM does for a byte-level model: one chunk per token, ``gap_s`` apart,
+    many of them with empty text (bytes not yet a whole character), then a usage-only chunk."""
+
+    deltas: list[str]
+    gap_s: float = 0.02
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-stream"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        raise NotImplementedError("streams only")
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+        for text in self.deltas:
+            await asyncio.sleep(self.gap_s)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+        usage = {
+            "input_tokens": 3,
+            "output_tokens": len(self.deltas) - 1,
+            "total_tokens": len(self.deltas) + 2,
+        }
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+
+
+async def test_empty_deltas_count_as_tokens_in_the_timings() -> None:
+    # the role chunk, three tokens whose text is still incomplete bytes, then text (vLLM's tiny model)
+    model = ScriptedStream(deltas=["", "", "", "", "a", "", "b"])
+    result = await stream_with_timings(model, PROMPT)
+    timings = result.timings
+    assert result.answer == "ab"
+    assert timings.chunks == 7  # every chunk with a delta; the usage-only one is not a token
+    assert timings.completion_tokens == 6
+    # TTFT is the first chunk (as vllm bench serve reads it), not the first one with text
+    assert timings.first_answer_s - timings.ttft_s >= 3 * model.gap_s
+    no_usage = StreamTimings(started=0.0)
+    no_usage.chunks = 7
+    assert no_usage.tokens == 6  # without usage: the chunks after the role chunk
