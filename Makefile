@@ -10,7 +10,7 @@ LAB_PORT ?= 8888
 MODEL ?= Qwen/Qwen3-0.6B
 PORT ?= 8000
 
-.PHONY: install lab test test-fast test-vllm serve-cpu lint format run bench clean
+.PHONY: install lab test test-fast test-vllm serve-cpu lint format run bench zh clean
 
 $(STAMP): requirements.txt pyproject.toml kit_tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ run: install  ## execute every notebook headless against the simulator; executed
 
 bench: install  ## benchmark scripts that print the performance figures
 	$(PY) -m benchmarks
+
+zh: install  ## rebuild the Chinese notebooks (notebooks/*.zh-CN.ipynb) from the English ones and i18n/zh-CN/
+	$(PY) -m kit_tools.translations build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -38,6 +38,11 @@ os.environ.setdefault("QWEN_SIM_TIME_SCALE", "10")
 # Results written while testing go to a scratch folder, not into the working directory.
 os.environ.setdefault("QWEN_RESULTS_DIR", tempfile.mkdtemp(prefix="qwen-results-"))
 
+# nbval runs the English notebooks only: each Chinese twin (notebooks/*.zh-CN.ipynb) has the same code
+# cells and outputs byte for byte, which tests/test_zh_edition.py proves without executing them again.
+# (`pytest notebooks/NN_name.zh-CN.ipynb` still runs one when named explicitly.)
+collect_ignore_glob = ["notebooks/*.zh-CN.ipynb"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Notebook cells are ``server`` tests (they run a kernel and simulators). The longest files go

@@ -21,6 +21,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from kit_tools.translations import english_notebooks
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "data" / "runs"
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (os.environ.get("QWEN_BASE_URL") or os.environ.get("OPENAI_BASE_URL")):
         print("No QWEN_BASE_URL set: the notebooks run against the embedded simulator.")
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    paths = english_notebooks(NOTEBOOKS)  # the Chinese twins share their code and outputs
     if args.names:
         paths = [p for p in paths if any(p.name.startswith(n) for n in args.names)]
     if not paths:
