@@ -157,7 +157,7 @@ def count_prompt_tokens(
         total += 0 if has_system else MESSAGE_OVERHEAD_TOKENS
     for message in messages:
         total += MESSAGE_OVERHEAD_TOKENS + count_text_tokens(message_text(message.get("content")))
-        total += _tool_turn_tokens(message)
+        total += len(_tool_turn_pieces(message))  # tags and JSON the template adds
     return total
 
 
@@ -204,21 +204,6 @@ def _tool_turn_pieces(message: dict) -> list[str]:
         text = f'\n{{"name": "{function.get("name")}", "arguments": {arguments}}}\n'
         pieces += ["<tool_call>", *_pieces(text), "</tool_call>"]
     return pieces
-
-
-def _tool_turn_tokens(message: dict) -> int:
-    """Tokens the template adds for an assistant's `tool_calls` or a tool result."""
-    if message.get("role") == "tool":
-        return count_text_tokens("<tool_response>\n\n</tool_response>")
-    total = 0
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
-        arguments = function.get("arguments")
-        text = f'\n{{"name": "{function.get("name")}", "arguments": {arguments}}}\n'
-        total += 2 + count_text_tokens(text)  # the two tags, one token each
-    return total
 
 
 def is_chinese(text: str) -> bool:
