@@ -49,7 +49,8 @@ async def test_lean_closed_loop_with_thinking_measures_the_answer_after_the_reas
         assert record.reasoning_tokens and record.reasoning_tokens > 0
         assert record.output_tokens > record.reasoning_tokens
         assert record.chunks >= record.output_tokens - 2  # about one event per token
-        assert record.ttft_s < record.ttfa_s <= record.latency_s
+        # never before the reasoning; equal when both arrive in one read (a loaded machine, `instant`)
+        assert record.ttft_s <= record.ttfa_s <= record.latency_s
     assert summarize(run)["max_concurrent_requests"] <= 4
 
 
