@@ -88,7 +88,7 @@ async def test_langchain_async_stream_with_thinking_finds_the_answer(sim):
     target = LangChainTarget(model(sim, thinking=True, max_tokens=512), stream=True)
     run = await run_closed_loop(target, PROMPTS, concurrency=4)
     assert run.completed == len(PROMPTS), [r.error for r in run.records]
-    assert all(r.ttft_s < r.ttfa_s and r.reasoning_tokens for r in run.records)
+    assert all(r.ttft_s <= r.ttfa_s and r.reasoning_tokens for r in run.records)
 
 
 @pytest.mark.server
