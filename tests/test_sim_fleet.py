@@ -90,6 +90,7 @@ PARENT = textwrap.dedent(
     fleet = serve_fleet(replicas=2, profile="instant")
     child = [p.pid for p in __import__("psutil").Process().children(recursive=True)]
     print(" ".join(map(str, child)), flush=True)
+    sys.stdin.readline()  # the test reads the children's command lines first
     if sys.argv[1] == "exit":
         os._exit(0)  # no atexit, no stop(): only the watchdogs can end the replicas and the router
     time.sleep(120)
@@ -100,7 +101,9 @@ PARENT = textwrap.dedent(
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
 @pytest.mark.server
 def test_no_orphan_when_the_parent_dies(how):
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, how], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         line = parent.stdout.readline()
         pids = [int(pid) for pid in line.split()]
@@ -108,6 +111,9 @@ def test_no_orphan_when_the_parent_dies(how):
         assert "helpers.sim.guard" in names and "vllm" in names and names.count("-m helpers.sim ") >= 2
         if how == "sigkill":
             parent.kill()
+        else:
+            parent.stdin.write("go\n")
+            parent.stdin.flush()
         parent.wait(30)
         assert all(_gone(pid) for pid in pids), [p for p in pids if psutil.pid_exists(p)]
     finally:
