@@ -12,9 +12,9 @@ output tokens/s. Then fits the simulator's step model (helpers/sim/profiles.py):
     frontend_s = TTFT(128) - step(1) - 128 * prefill_per_token_s
 
 and prints the simulator's prediction with that profile next to the real engine. Not a test: it
-takes several minutes and its figures depend on the machine. Run it with `heavy`:
+takes several minutes and its figures depend on the machine. Run it with nothing else heavy running:
 
-    heavy .venv/bin/python -m benchmarks.bench_cpu_profile
+    .venv/bin/python -m benchmarks.bench_cpu_profile
 """
 
 from __future__ import annotations
