@@ -30,6 +30,7 @@ from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import run_closed_loop
 from helpers.bench.metrics import summarize
 from helpers.endpoint import Endpoint
+from helpers.ray_start import start_ray
 from helpers.server_metrics import metrics_delta
 from helpers.sim import predict
 from helpers.sim.fleet import serve_fleet
@@ -164,13 +165,11 @@ def batch_file(path: Path, count: int, max_tokens: int = 240) -> Path:
 
 def batch_rates(folder: Path, count: int = 300) -> dict[str, float]:
     """Requests/s of the same batch through a 2-replica fleet, engine local vs ray (2 workers)."""
-    import ray
-
     rates = {}
     inputs = batch_file(folder / "in.jsonl", count)
     with serve_fleet(2, profile="l4", answer_tokens_mean=40, think_tokens_mean=0) as fleet:
         endpoint = Endpoint(fleet.base_url, fleet.model)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray = start_ray(num_cpus=2)
         try:
             for engine in ("local", "ray"):
                 output = folder / f"out-{engine}.jsonl"

@@ -24,6 +24,7 @@ from helpers.bench.lean_client import LeanClient
 from helpers.bench.load import arrival_offsets
 from helpers.bench.multiproc import LoadProcessError, run_closed_loop_processes, run_open_loop_processes
 from helpers.endpoint import Endpoint
+from helpers.ray_start import start_ray
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -32,16 +33,9 @@ NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
-    """A local Ray with 2 CPUs, as the kit's engines start one (they reuse a running one)."""
-    ray = pytest.importorskip("ray")
-    for attempt in (1, 2, 3):
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as error:  # Ray waits a fixed 30 s for its raylet: a busy machine can miss it
-            ray.shutdown()
-            if attempt == 3 or "timed out during startup" not in str(error):
-                raise
+    """A local Ray with 2 CPUs, started as the kit's engines start one (they reuse a running one)."""
+    pytest.importorskip("ray")
+    ray = start_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 

@@ -18,6 +18,7 @@ from helpers.batch.files import BatchRequest
 from helpers.concurrency import amap
 from helpers.endpoint import Endpoint
 from helpers.outcomes import Outcome
+from helpers.ray_start import start_ray
 
 ENGINES = ("local", "ray")
 Line = dict[str, Any]
@@ -86,12 +87,7 @@ async def run_ray(
     already initialised. The workers must reach ``endpoint`` (on a cluster: a router or server address,
     not this machine's localhost).
     """
-    ray = _ray()
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    ray = start_ray(num_cpus=workers, address=ray_address)
     worker_class = ray.remote(num_cpus=1)(_BatchWorker)
     actors = [worker_class.remote() for _ in range(workers)]
     shards = [requests[index::workers] for index in range(workers)]
@@ -133,12 +129,3 @@ class _BatchWorker:
         while (line := await lines.get()) is not done:
             yield line
         await task  # re-raise what failed outside amap's per-request handling
-
-
-def _ray() -> Any:
-    from helpers.extras import require_extra
-
-    require_extra("scale", ["ray"], needed_for="engine='ray' (engine='local' needs nothing more)")
-    import ray
-
-    return ray

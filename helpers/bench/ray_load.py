@@ -41,18 +41,14 @@ from helpers.bench.shares import (
     prepare_share,
     send_share,
 )
+from helpers.ray_start import start_ray
 
 RAY_START_MARGIN_S = 1.0  # the shared start is this far after the last actor is ready
 
 
 def run_on_ray(factory: TargetFactory, shares: list[Share], ray_address: str | None) -> list[ShareRun]:
     """Send each share from its own Ray actor from one wall-clock start; their runs in order."""
-    ray = _ray()
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=len(shares), include_dashboard=False, log_to_driver=False)
+    ray = start_ray(num_cpus=len(shares), address=ray_address)
     actor_class = ray.remote(num_cpus=1)(_LoadActor)
     actors = [actor_class.remote() for _ in shares]
     try:
@@ -93,9 +89,3 @@ def _gather(ray: Any, refs: list) -> list:
             except ray.exceptions.RayTaskError as error:
                 raise LoadProcessError(number[ref], str(error)) from None
     return results
-
-
-def _ray() -> Any:
-    import ray
-
-    return ray
