@@ -14,7 +14,8 @@ The trick is a few overrides of hooks ChatOpenAI already has:
   shares one process-wide client whose pooled connections belong to the first loop
   (``RuntimeError: Event loop is closed``); the pools are ``helpers.loop_clients``';
 * ``async_client``/``client`` return the server's JSON as dicts (``helpers.dict_replies``);
-* tool arguments that are JSON but no object become ``invalid_tool_calls``, and errors are
+* tool arguments that are JSON but no object become ``invalid_tool_calls``, a structured reply
+  filed as reasoning (``deepseek_r1`` with thinking off) is parsed from the answer, and errors are
   explained (``helpers.reply_repairs``).
 
 Why not ``langchain_deepseek.ChatDeepSeek``: it does not split an inline ``<think>`` block, and it
@@ -24,6 +25,7 @@ builds one async client per model, which still breaks across event loops.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
 from typing import Any, Self
 
 import openai
@@ -36,7 +38,10 @@ from helpers.content_blocks import MODEL_PROVIDER
 from helpers.dict_replies import DictCompletions, dict_completions
 from helpers.loop_clients import running_loop_clients
 from helpers.reasoning import REASONING_KEY, ReasoningStream, reasoning_field, split_message
-from helpers.reply_repairs import errors_explained, pop_calls_without_object_arguments
+from helpers.reply_repairs import errors_explained, pop_calls_without_object_arguments, structured_answer
+
+_response_format: ContextVar[object] = ContextVar("response_format", default=None)
+"""The ``response_format`` of the call being made, for ``_create_chat_result`` (which is not given it)."""
 
 
 class _LoopLocal:
@@ -119,15 +124,27 @@ class ReasoningChatOpenAI(ChatOpenAI):
             message.additional_kwargs[REASONING_KEY] = parts.reasoning
             message.response_metadata["model_provider"] = MODEL_PROVIDER
             message.invalid_tool_calls.extend(not_objects.get(index, []))
+            if index == 0:  # ChatOpenAI reads the SDK's ``parsed`` from the first choice only
+                parsed = structured_answer(_response_format.get(), response, parts.answer)
+                if parsed is not None:
+                    message.additional_kwargs["parsed"] = parsed
         return result
 
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        with errors_explained():
-            return super()._generate(*args, **kwargs)
+        token = _response_format.set(kwargs.get("response_format"))
+        try:
+            with errors_explained():
+                return super()._generate(*args, **kwargs)
+        finally:
+            _response_format.reset(token)
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        with errors_explained():
-            return await super()._agenerate(*args, **kwargs)
+        token = _response_format.set(kwargs.get("response_format"))
+        try:
+            with errors_explained():
+                return await super()._agenerate(*args, **kwargs)
+        finally:
+            _response_format.reset(token)
 
     def _convert_chunk_to_generation_chunk(
         self, chunk: dict, default_chunk_class: type, base_generation_info: dict | None

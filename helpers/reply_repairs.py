@@ -1,5 +1,6 @@
 """What the kit's chat model repairs on the way back: tool arguments that are JSON but no object,
-vLLM's refusal of tools (which flags to add), and a structured reply cut by ``max_tokens``.
+vLLM's refusal of tools (which flags to add), a structured reply cut by ``max_tokens``, and a
+structured reply the server filed as reasoning.
 
 Example:
     >>> reply = {"choices": [{"message": {"tool_calls": [
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 import openai
 from langchain_core.messages.tool import invalid_tool_call
 from langchain_openai.chat_models.base import OpenAIInvalidRequestError
+from pydantic import TypeAdapter
 
 from helpers.errors import TOOLS_HINT, tool_flags_missing
 from helpers.replies import completion_problem
@@ -75,3 +77,22 @@ def pop_calls_without_object_arguments(response: dict) -> dict[int, list]:
         if index in popped:
             choice["message"]["tool_calls"] = kept or None
     return popped
+
+
+def structured_answer(response_format: object, response: object, answer: str) -> object | None:
+    """The structured-output value of ``answer`` when the SDK's ``parse()`` had no content to parse.
+
+    vLLM's ``deepseek_r1`` reasoning parser files a thinking-off reply as ``reasoning`` with
+    ``content: null``, so ``parsed`` stays None and LangChain would find no 'parsed' field; the
+    kit's answer (the reasoning moved back, ``helpers.reasoning``) is parsed against the request's
+    ``response_format`` type instead. None when that is no type (a dict schema: LangChain parses
+    the answer itself), the response was parsed already, or refused. Invalid JSON raises pydantic's
+    ``ValidationError``, as the SDK's own parse does.
+    """
+    choices = getattr(response, "choices", None)
+    if not isinstance(response_format, type) or not choices or not answer:
+        return None
+    message = choices[0].message
+    if getattr(message, "parsed", None) is not None or message.content or getattr(message, "refusal", None):
+        return None
+    return TypeAdapter(response_format).validate_json(answer)

@@ -9,6 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_openai import ChatOpenAI
 from langchain_openai._compat import httpx
+from pydantic import BaseModel
 from support import load_transcript, replay_transport, replayed_model
 
 from helpers.chat import make_chat_model, thinking_extra_body
@@ -242,6 +243,27 @@ async def test_every_mode_splits_reasoning_from_answer(sim_endpoint: Endpoint, t
             replies[0].content,
         )  # streamed and not, sync and async: the same split
         assert reply.usage_metadata["output_tokens"] > 0
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+@pytest.mark.parametrize("thinking", [True, None, False])
+@pytest.mark.server
+async def test_every_mode_returns_structured_output(sim_endpoint: Endpoint, thinking: bool | None) -> None:
+    """``with_structured_output`` (json_schema) parses the answer whichever field the server filed it
+    in: with thinking off, ``--reasoning-parser deepseek_r1`` files the whole reply as reasoning."""
+    chain = make_chat_model(thinking, sim_endpoint, max_tokens=400).with_structured_output(Person)
+    with_raw = make_chat_model(thinking, sim_endpoint, max_tokens=400).with_structured_output(
+        Person, include_raw=True
+    )
+    for person in (chain.invoke("Invent a person."), await chain.ainvoke("Invent a person.")):
+        assert isinstance(person, Person)
+    reply = await with_raw.ainvoke("Invent a person.")
+    assert reply["parsing_error"] is None and isinstance(reply["parsed"], Person)
+    assert Person.model_validate_json(reply["raw"].content) == reply["parsed"]
 
 
 @pytest.mark.server

@@ -236,3 +236,33 @@ def test_coalesce_groups_tokens_per_chunk():
     token_events = [e for e in events[1:] if e["choices"]]
     assert events[-1]["usage"]["completion_tokens"] == 40
     assert 10 <= len(token_events) <= 12
+
+
+PERSON_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "Person",
+        "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("parser", ["qwen3", "deepseek_r1", "none"])
+def test_a_constrained_reply_thinks_first_only_behind_a_reasoning_parser(servers, parser):
+    """vLLM holds a structured-output grammar back until ``</think>`` only when a reasoning parser is
+    set (``vllm/v1/structured_output/__init__.py``: no reasoner, constrained from the first token): with
+    no parser a thinking model cannot open ``<think>``, and the whole reply is the JSON."""
+    message = chat(servers[parser], response_format=PERSON_FORMAT, max_tokens=600)["choices"][0]["message"]
+    reasoning = message.get("reasoning")
+    if parser == "none":
+        assert reasoning is None and set(orjson.loads(message["content"])) == {"name", "age"}
+    else:
+        assert reasoning and set(orjson.loads(message["content"])) == {"name", "age"}
+    streamed_reasoning, streamed_content, _ = streamed_fields(
+        stream(servers[parser], response_format=PERSON_FORMAT, max_tokens=600)
+    )
+    assert (streamed_reasoning or None, streamed_content) == (reasoning, message["content"])

@@ -325,6 +325,7 @@ def _plan_reply(
             enable_thinking=chat.enable_thinking,
             think_tokens_mean=config.think_tokens_mean,
             answer_tokens_mean=config.answer_tokens_mean,
+            reasoning_parser=config.reasoning_parser,
         )
         if shaped is not None:
             return shaped

@@ -82,8 +82,14 @@ def plan_shaped_reply(
     enable_thinking: bool,
     think_tokens_mean: int,
     answer_tokens_mean: int,
+    reasoning_parser: str,
 ) -> tuple[Reply, ToolPlan] | None:
-    """The reply for a tools/constraint request, or None when the usual text reply applies."""
+    """The reply for a tools/constraint request, or None when the usual text reply applies.
+
+    A grammar (a constraint, a named tool choice) waits for ``</think>`` only behind a reasoning
+    parser, as in vLLM; with ``reasoning_parser`` "none" it binds from the first token, so a
+    thinking model writes no reasoning block.
+    """
     rng = random.Random(_seed(messages, seed, temperature))
     prompt_text = _last_user_text(messages)
     text: str | None = None
@@ -114,7 +120,8 @@ def plan_shaped_reply(
     )
     tokens: list[str] = []
     kinds: list[int] = []
-    if enable_thinking:
+    grammar_from_start = reasoning_parser == "none" and (constraint is not None or plan.mode == "named")
+    if enable_thinking and not grammar_from_start:
         end = base.kinds.index(THINK_END) + 1
         tokens, kinds = list(base.tokens[:end]), list(base.kinds[:end])
         if free_text:
