@@ -15,10 +15,15 @@ from helpers.loop import explain_running_loop_error, in_notebook, run
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Python's own Ctrl-C handler: a process started as a shell's background job (`make test &`, a CI
+# runner's) inherits SIGINT ignored, and then a test's SIGINT would never arrive.
+CTRL_C_HANDLED = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def run_script(source: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``source`` in a fresh interpreter (a plain script: no loop running)."""
+    """Run ``source`` in a fresh interpreter (a plain script: no loop running), Ctrl-C handled."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(source)],
+        [sys.executable, "-c", CTRL_C_HANDLED + textwrap.dedent(source)],
         capture_output=True,
         text=True,
         timeout=timeout,
