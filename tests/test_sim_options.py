@@ -1,5 +1,5 @@
-"""The simulator's options are documented once, on SimConfig's fields; serve(), the CLI and README's
-table are made from them and must stay equal to them."""
+"""The simulator's options are documented once, on SimConfig's fields; serve(), the CLI and the table in
+docs/simulator.md are made from them and must stay equal to them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from helpers.sim import SimConfig, serve
 from helpers.sim.cli import build_parser, config_from_args
 from helpers.sim.options import markdown_table, options, replace_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+OPTIONS_DOC = Path(__file__).resolve().parent.parent / "docs" / "simulator.md"
 
 
 def test_every_simconfig_field_is_a_documented_option() -> None:
@@ -22,9 +22,9 @@ def test_every_simconfig_field_is_a_documented_option() -> None:
     assert all(option.doc.strip() for option in options())
 
 
-def test_readme_table_is_the_generated_one() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert markdown_table() in text, "run `python -m helpers.sim.options_readme --write README.md`"
+def test_the_documented_table_is_the_generated_one() -> None:
+    text = OPTIONS_DOC.read_text(encoding="utf-8")
+    assert markdown_table() in text, "run `python -m helpers.sim.options_doc --write docs/simulator.md`"
     assert replace_table(text) == text
 
 

@@ -15,8 +15,8 @@ REASONING_FIELDS = ("reasoning", "reasoning_content")
 @dataclass
 class SimConfig:
     """Settings of one simulator process. Each option is documented here, once, in the docstring under
-    its field: ``serve()``'s keywords, the CLI's flags and README's options table are made from these
-    (``helpers.sim.options``); a new field with its docstring is all a new option takes."""
+    its field: ``serve()``'s keywords, the CLI's flags and docs/simulator.md's options table are made
+    from these (``helpers.sim.options``); a new field with its docstring is all a new option takes."""
 
     profile: str = "l4"
     """Latency profile: `t4`, `l4`, `a100`, `h100`, `cpu` (vLLM's CPU build on 2 vCPUs, measured:

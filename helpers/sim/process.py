@@ -110,7 +110,7 @@ def serve(
 ) -> SimServer:
     """Start a simulator in a child process; return once `/health` answers.
 
-    ``options`` are the simulator's options (``SimConfig``'s fields, listed below and in README.md),
+    ``options`` are the simulator's options (``SimConfig``'s fields, listed below and in docs/simulator.md),
     e.g. ``serve(time_scale=10, enable_auto_tool_choice=True, tool_call_parser="hermes")``.
     The child never outlives this process. `port=0` (the default) takes a free port (see
     `server.port`). Its log (banner, warnings such as engine lag) goes to this process's stderr, or
@@ -158,7 +158,7 @@ def _config(profile: str, options: dict[str, Any]) -> SimConfig:
     if unknown:
         raise TypeError(
             f"serve() got unknown option(s) {', '.join(unknown)}; the options are SimConfig's fields "
-            "(README.md's simulator options table)"
+            "(the options table in docs/simulator.md)"
         )
     values = {**SERVE_DEFAULTS, **options, "profile": profile}
     if values.get("reasoning_parser", "qwen3") is None:

@@ -1,4 +1,4 @@
-"""Print README.md's simulator options table, or replace it in README.md (``--write README.md``)."""
+"""Print the simulator's options table, or replace it in a Markdown file (``--write docs/simulator.md``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from helpers.sim.options import markdown_table, replace_table
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.sim.options_readme", description=__doc__.splitlines()[0]
+        prog="python -m helpers.sim.options_doc", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--write", metavar="README", type=Path, help="replace the table in this file")
+    parser.add_argument("--write", metavar="FILE", type=Path, help="replace the table in this file")
     args = parser.parse_args(argv)
     if args.write is None:
         print(markdown_table())
