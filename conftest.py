@@ -11,7 +11,11 @@ How the suite is spread (``make test`` runs ``pytest -n 4``; pytest-xdist, ``--d
   loadgroup`` would allow finer groups, but pytest-xdist 3.8 cannot rename pytest 9's node ids, so
   its ``xdist_group`` marks are ignored.) A new tier (e.g. tests_vllm/) gets the same spreading.
 - more workers than cores pays: most of the suite waits on simulators, kernels and subprocesses;
-- the longest files are sent first (notebooks, files with a ``slow`` test): mark a long test ``slow``.
+- the longest files are sent first: ``LONGEST_FILES`` (measured), then the other notebooks and files
+  with a ``slow`` test (mark a long test ``slow``), then the rest, each group in collection order.
+  pytest-xdist would otherwise reorder the files by how many tests they hold
+  (``--no-loadscope-reorder`` in pyproject.toml keeps ours), which left tests/test_ray.py (four tests,
+  a minute) running alone at the end of every run.
 
 Tiers (markers, see pyproject.toml): ``server`` marks tests that start a simulator, a fleet, a kernel,
 Ray or another subprocess; ``make test-fast`` runs ``-m "not server"`` over tests/ (no notebooks).
@@ -44,9 +48,22 @@ os.environ.setdefault("QWEN_RESULTS_DIR", tempfile.mkdtemp(prefix="qwen-results-
 collect_ignore_glob = ["notebooks/*.zh-CN.ipynb"]
 
 
+# Seconds per file in `make test` (fresh clone, quiet 2-vCPU machine, `--durations=0`, 2026-12-07): the
+# files that decide when the run ends. A stale figure only costs speed.
+LONGEST_FILES = {
+    "notebooks/06_scale_out.ipynb": 107,
+    "notebooks/04_benchmark.ipynb": 70,
+    "tests/test_ray.py": 60,
+    "notebooks/07_agents_caching.ipynb": 48,
+    "tests/test_chat.py": 40,
+    "tests/test_bench_cli.py": 37,
+    "tests/test_bench_multiproc.py": 36,
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Notebook cells are ``server`` tests (they run a kernel and simulators). The longest files go
-    first (notebooks, then files with ``slow`` tests), so that no worker starts one near the end."""
+    first, so that no worker starts one near the end (module docstring)."""
     slow_files = set()
     for item in items:
         if ".ipynb::" in item.nodeid:
@@ -54,9 +71,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if ".ipynb::" in item.nodeid or item.get_closest_marker("slow"):
             slow_files.add(item.nodeid.split("::", 1)[0])
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, float]:
         path = item.nodeid.split("::", 1)[0]
-        return 0 if path.endswith(".ipynb") else 1 if path in slow_files else 2
+        if path in LONGEST_FILES:
+            return 0, -LONGEST_FILES[path]
+        return (1, 0) if path in slow_files else (2, 0)
 
     items.sort(key=rank)  # stable: each file's tests keep their order
 
