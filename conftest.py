@@ -11,7 +11,7 @@ How the suite is spread (``make test`` runs ``pytest -n 4``; pytest-xdist, ``--d
   loadgroup`` would allow finer groups, but pytest-xdist 3.8 cannot rename pytest 9's node ids, so
   its ``xdist_group`` marks are ignored.) A new tier (e.g. tests_vllm/) gets the same spreading.
 - more workers than cores pays: most of the suite waits on simulators, kernels and subprocesses;
-- the longest files are sent first: ``LONGEST_FILES`` (measured), then the other notebooks and files
+- the longest files are sent first: ``FIRST_FILES`` (measured), then the other notebooks and files
   with a ``slow`` test (mark a long test ``slow``), then the rest, each group in collection order.
   pytest-xdist would otherwise reorder the files by how many tests they hold
   (``--no-loadscope-reorder`` in pyproject.toml keeps ours), which left tests/test_ray.py (four tests,
@@ -48,17 +48,19 @@ os.environ.setdefault("QWEN_RESULTS_DIR", tempfile.mkdtemp(prefix="qwen-results-
 collect_ignore_glob = ["notebooks/*.zh-CN.ipynb"]
 
 
-# Seconds per file in `make test` (fresh clone, quiet 2-vCPU machine, `--durations=0`, 2026-12-07): the
-# files that decide when the run ends. A stale figure only costs speed.
-LONGEST_FILES = {
-    "notebooks/06_scale_out.ipynb": 107,
-    "notebooks/04_benchmark.ipynb": 70,
-    "tests/test_ray.py": 60,
-    "notebooks/07_agents_caching.ipynb": 48,
-    "tests/test_chat.py": 40,
-    "tests/test_bench_cli.py": 37,
-    "tests/test_bench_multiproc.py": 36,
-}
+# The files that decide when `make test` ends, in the order they are sent; seconds each in a fresh clone
+# on a quiet 2-vCPU machine (`--durations=0`, 2026-12-07). tests/test_ray.py comes fifth: with 4 workers
+# it is queued behind notebook 06 on the same worker, so the two Ray starts never overlap (measured: the
+# Ray tests took 60 s after the others, 132 s beside notebook 06). A stale order only costs speed.
+FIRST_FILES = [
+    "notebooks/06_scale_out.ipynb",  # 107 s
+    "notebooks/04_benchmark.ipynb",  # 70 s
+    "notebooks/07_agents_caching.ipynb",  # 48 s
+    "tests/test_chat.py",  # 40 s
+    "tests/test_ray.py",  # 60 s
+    "tests/test_bench_cli.py",  # 37 s
+    "tests/test_bench_multiproc.py",  # 36 s
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,10 +73,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if ".ipynb::" in item.nodeid or item.get_closest_marker("slow"):
             slow_files.add(item.nodeid.split("::", 1)[0])
 
-    def rank(item: pytest.Item) -> tuple[int, float]:
+    def rank(item: pytest.Item) -> tuple[int, int]:
         path = item.nodeid.split("::", 1)[0]
-        if path in LONGEST_FILES:
-            return 0, -LONGEST_FILES[path]
+        if path in FIRST_FILES:
+            return 0, FIRST_FILES.index(path)
         return (1, 0) if path in slow_files else (2, 0)
 
     items.sort(key=rank)  # stable: each file's tests keep their order
