@@ -10,12 +10,12 @@ How the suite is spread (``make test`` runs ``pytest -n 4``; pytest-xdist, ``--d
   one file: every Ray test is in tests/test_ray.py, so Ray starts once per run. (``--dist
   loadgroup`` would allow finer groups, but pytest-xdist 3.8 cannot rename pytest 9's node ids, so
   its ``xdist_group`` marks are ignored.) A new tier (e.g. tests_vllm/) gets the same spreading.
-- more workers than cores pays: most of the suite waits on simulators, kernels and subprocesses;
-- the longest files are sent first: ``FIRST_FILES`` (measured), then the other notebooks and files
-  with a ``slow`` test (mark a long test ``slow``), then the rest, each group in collection order.
-  pytest-xdist would otherwise reorder the files by how many tests they hold
-  (``--no-loadscope-reorder`` in pyproject.toml keeps ours), which left tests/test_ray.py (four tests,
-  a minute) running alone at the end of every run.
+- more workers than cores pays: run alone, most of the suite waits on simulators, kernels and
+  subprocesses; with 4 workers the two cores are busy for most of the run;
+- pytest-xdist sends the files holding the most tests first (its default ``--loadscope-reorder``),
+  which puts the notebooks and the large parametrized files ahead. An explicit longest-first order
+  was tried and measured no better (quiet fresh clones, 2026-12-07: 289 and 305 s against 295 s), as
+  the suite is mostly CPU-bound on 2 cores; tests/test_ray.py then runs last, alone, in about a minute.
 
 Tiers (markers, see pyproject.toml): ``server`` marks tests that start a simulator, a fleet, a kernel,
 Ray or another subprocess; ``make test-fast`` runs ``-m "not server"`` over tests/ (no notebooks).
@@ -48,38 +48,11 @@ os.environ.setdefault("QWEN_RESULTS_DIR", tempfile.mkdtemp(prefix="qwen-results-
 collect_ignore_glob = ["notebooks/*.zh-CN.ipynb"]
 
 
-# The files that decide when `make test` ends, in the order they are sent; seconds each in a fresh clone
-# on a quiet 2-vCPU machine (`--durations=0`, 2026-12-07). tests/test_ray.py comes fifth: with 4 workers
-# it is queued behind notebook 06 on the same worker, so the two Ray starts never overlap (measured: the
-# Ray tests took 60 s after the others, 132 s beside notebook 06). A stale order only costs speed.
-FIRST_FILES = [
-    "notebooks/06_scale_out.ipynb",  # 107 s
-    "notebooks/04_benchmark.ipynb",  # 70 s
-    "notebooks/07_agents_caching.ipynb",  # 48 s
-    "tests/test_chat.py",  # 40 s
-    "tests/test_ray.py",  # 60 s
-    "tests/test_bench_cli.py",  # 37 s
-    "tests/test_bench_multiproc.py",  # 36 s
-]
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Notebook cells are ``server`` tests (they run a kernel and simulators). The longest files go
-    first, so that no worker starts one near the end (module docstring)."""
-    slow_files = set()
+    """Notebook cells are ``server`` tests: they run a kernel and simulators."""
     for item in items:
         if ".ipynb::" in item.nodeid:
             item.add_marker(pytest.mark.server)
-        if ".ipynb::" in item.nodeid or item.get_closest_marker("slow"):
-            slow_files.add(item.nodeid.split("::", 1)[0])
-
-    def rank(item: pytest.Item) -> tuple[int, int]:
-        path = item.nodeid.split("::", 1)[0]
-        if path in FIRST_FILES:
-            return 0, FIRST_FILES.index(path)
-        return (1, 0) if path in slow_files else (2, 0)
-
-    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(scope="session")
