@@ -355,3 +355,23 @@ def test_starting_the_simulator_does_not_import_jsonschema() -> None:
     code = "import sys, helpers.sim.app, helpers.sim.cli; print('jsonschema' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_schema_check_imports_jsonschema_without_rfc3987_syntax() -> None:
+    """Installed (Jupyter brings it), rfc3987-syntax makes `import jsonschema` build ~40 lark grammars:
+    2-4 s of CPU in each simulator process's first structured request. The simulator leaves it out."""
+    import importlib.util
+
+    if importlib.util.find_spec("rfc3987_syntax") is None:
+        pytest.skip("rfc3987-syntax is not installed: nothing to leave out")
+    script = (
+        "import sys\n"
+        "from helpers.sim.guided import Constraint, GrammarError, validate_constraint\n"
+        "validate_constraint(Constraint('json_schema', schema={'type': 'object'}))\n"
+        "try:\n"
+        "    validate_constraint(Constraint('json_schema', schema={'type': 12}))\n"
+        "except GrammarError:\n"
+        "    print('refused', 'jsonschema' in sys.modules, 'rfc3987_syntax' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["refused", "True", "False"], result.stderr

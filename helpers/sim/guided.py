@@ -46,6 +46,7 @@ import json
 import math
 import random
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -185,8 +186,15 @@ def _dumps(value: Any) -> str:
 
 
 def _jsonschema() -> Any:
-    """jsonschema, imported on the first guided request: with rfc3987-syntax installed (Jupyter brings
-    it) its import builds grammars for ~1.5 s of CPU, which every simulator start used to pay."""
+    """jsonschema, imported on the first guided request, without rfc3987-syntax: Jupyter installs it
+    (jsonschema's format-nongpl extra) and jsonschema then builds ~40 lark grammars at import, 2-4 s
+    of CPU in every simulator process, for an `iri` format check the simulator never makes."""
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # jsonschema skips it
+        try:
+            import jsonschema
+        finally:
+            del sys.modules["rfc3987_syntax"]
     import jsonschema
 
     return jsonschema
