@@ -83,9 +83,10 @@ async def run_ray(
     """Shard ``requests`` round-robin over ``workers`` Ray actors, each running :func:`run_local` on its
     share with ``settings.concurrency`` in flight; their lines stream back here as they finish.
 
-    Ray starts locally (``num_cpus=workers``, no dashboard) unless ``ray_address`` names a cluster or Ray is
-    already initialised. The workers must reach ``endpoint`` (on a cluster: a router or server address,
-    not this machine's localhost).
+    Ray is started or joined by ``helpers.ray_start.start_ray``: locally (``num_cpus=workers``, no
+    dashboard, a start the machine is too busy for retried) unless ``ray_address`` or ``RAY_ADDRESS``
+    names a cluster or Ray is already initialised. The workers must reach ``endpoint`` (on a cluster: a
+    router or server address, not this machine's localhost).
     """
     ray = start_ray(num_cpus=workers, address=ray_address)
     worker_class = ray.remote(num_cpus=1)(_BatchWorker)

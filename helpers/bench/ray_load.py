@@ -1,8 +1,9 @@
 """The Ray engine of :mod:`helpers.bench.multiproc`: each load process is a Ray actor.
 
 With ``engine="ray"`` the shares of a run go to ``processes`` Ray actors (one CPU each) instead of
-local processes, so the load can come from several machines of a Ray cluster (``ray_address``;
-without it, and if Ray is not running yet, a local Ray starts with ``num_cpus=processes``). Each
+local processes, so the load can come from several machines of a Ray cluster (``ray_address`` or
+``RAY_ADDRESS``; without either, and if Ray is not running yet, ``helpers.ray_start.start_ray``
+starts a local Ray with ``num_cpus=processes``). Each
 actor builds its target from the factory and warms up; then the driver sends one start time and
 every actor sends its share from it, as the local engine does.
 
